@@ -1,0 +1,107 @@
+/**
+ * Structured logger: JSON lines (default) or a human-readable format, with levels and secret
+ * redaction. Every registered secret is replaced by `<redacted>` wherever it appears in a message
+ * or a field, so an API key can never reach the log, even inside an error text.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "./log.ts";
+ * const log = createLogger({ format: "json", level: "info", secrets: ["sk_sigma_abc"] });
+ * log.info("registered", { vps_id: "42" });
+ * log.child({ component: "xds" }).warn("nack", { node_id: "n1" });
+ * ```
+ *
+ * @module
+ */
+
+/** Log levels in increasing severity. */
+export type Level = "debug" | "info" | "warn" | "error";
+
+const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** Extra structured fields of one log line. */
+export type Fields = Record<string, unknown>;
+
+/** The logger every module receives. */
+export interface Logger {
+  debug(msg: string, fields?: Fields): void;
+  info(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  error(msg: string, fields?: Fields): void;
+  /** A logger that adds `fields` to every line. */
+  child(fields: Fields): Logger;
+}
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  format?: "json" | "text";
+  level?: Level;
+  /** Strings never to print (API key, tokens). Empty strings are ignored. */
+  secrets?: (string | undefined)[];
+  /** Where lines go; defaults to stderr. */
+  write?: (line: string) => void;
+  now?: () => Date;
+}
+
+const encoder = new TextEncoder();
+
+function errorToJson(e: Error): Fields {
+  return { name: e.name, message: e.message };
+}
+
+/**
+ * Creates a logger.
+ *
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * const log = createLogger({ write: (l) => lines.push(l) });
+ * log.info("hello");
+ * ```
+ */
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const format = opts.format ?? "json";
+  const min = RANK[opts.level ?? "info"];
+  const secrets = (opts.secrets ?? []).filter((s): s is string => !!s && s.length > 0);
+  const write = opts.write ?? ((line: string) => {
+    try {
+      Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    } catch {
+      // A closed stderr must never take the agent down.
+    }
+  });
+  const now = opts.now ?? (() => new Date());
+
+  const redact = (s: string): string => {
+    for (const secret of secrets) s = s.split(secret).join("<redacted>");
+    return s;
+  };
+
+  const emit = (level: Level, msg: string, base: Fields, fields?: Fields) => {
+    if (RANK[level] < min) return;
+    const all: Fields = { ...base, ...fields };
+    for (const [k, v] of Object.entries(all)) if (v instanceof Error) all[k] = errorToJson(v);
+    let line: string;
+    if (format === "json") {
+      line = JSON.stringify({ ts: now().toISOString(), level, msg, ...all });
+    } else {
+      const extra = Object.entries(all)
+        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+        .join(" ");
+      line = `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${extra ? " " + extra : ""}`;
+    }
+    write(redact(line));
+  };
+
+  const make = (base: Fields): Logger => ({
+    debug: (m, f) => emit("debug", m, base, f),
+    info: (m, f) => emit("info", m, base, f),
+    warn: (m, f) => emit("warn", m, base, f),
+    error: (m, f) => emit("error", m, base, f),
+    child: (f) => make({ ...base, ...f }),
+  });
+  return make({});
+}
+
+/** A logger that drops everything (tests and benchmarks). */
+export const silentLogger: Logger = createLogger({ write: () => {} });
