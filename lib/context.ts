@@ -14,7 +14,10 @@ import type { StateStore } from "./state_store.ts";
 import type { StatusBoard } from "./status.ts";
 
 /** An HTTP handler mounted on the metrics port. */
-export type RouteHandler = (req: Request, info: { remoteAddr: string }) => Response | Promise<Response>;
+export type RouteHandler = (
+  req: Request,
+  info: { remoteAddr: string },
+) => Response | Promise<Response>;
 
 /** One route of the metrics port: exact path, allowed methods, handler. */
 export interface HttpRoute {

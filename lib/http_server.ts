@@ -1,0 +1,121 @@
+/**
+ * The agent's HTTP port (`--metrics-port`): `/metrics`, `/healthz`, `/readyz`, `/status`, and the
+ * routes features mount (e.g. `POST /ports/allocate`). Unknown paths answer 404 and wrong methods
+ * 405, both as JSON `{"error": …}`. The server only reads state that others maintain.
+ *
+ * @example
+ * ```ts
+ * import { startHttpServer } from "./http_server.ts";
+ * // const srv = startHttpServer({ hostname: "0.0.0.0", port: 9102, metrics, board, ready, routes: [], log });
+ * // await srv.shutdown();
+ * ```
+ *
+ * @module
+ */
+
+import type { HttpRoute, ReadinessCheck } from "./context.ts";
+import type { Logger } from "./log.ts";
+import type { AgentMetrics } from "./metrics.ts";
+import type { StatusBoard } from "./status.ts";
+
+/** Options of {@linkcode startHttpServer}. */
+export interface HttpServerOptions {
+  hostname: string;
+  port: number;
+  metrics: AgentMetrics;
+  board: StatusBoard;
+  /** Readiness checks; `/readyz` is 200 when all return `undefined`. */
+  ready: ReadinessCheck[];
+  routes: HttpRoute[];
+  log: Logger;
+  /** Extra routes served before the built-ins (the status page). */
+  extra?: HttpRoute[];
+}
+
+/** A JSON response. */
+export function jsonResponse(
+  status: number,
+  value: unknown,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify(value), {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store", ...headers },
+  });
+}
+
+/** The running server. */
+export interface RunningHttpServer {
+  /** The bound port (useful with port 0). */
+  port: number;
+  shutdown(): Promise<void>;
+}
+
+/** Builds the request handler (exposed for tests that need no socket). */
+export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">) {
+  const builtins: HttpRoute[] = [
+    {
+      path: "/metrics",
+      methods: ["GET", "HEAD"],
+      handler: async () =>
+        new Response(await opts.metrics.registry.metrics(), {
+          headers: { "content-type": opts.metrics.registry.contentType },
+        }),
+    },
+    {
+      path: "/healthz",
+      methods: ["GET", "HEAD"],
+      handler: () => jsonResponse(200, { status: "ok" }),
+    },
+    {
+      path: "/readyz",
+      methods: ["GET", "HEAD"],
+      handler: () => {
+        const reasons = opts.ready.map((c) => c()).filter((r): r is string => !!r);
+        return reasons.length === 0
+          ? jsonResponse(200, { status: "ready" })
+          : jsonResponse(503, { status: "not ready", reasons });
+      },
+    },
+    {
+      path: "/status",
+      methods: ["GET", "HEAD"],
+      handler: () => jsonResponse(200, opts.board.snapshot()),
+    },
+  ];
+  const table = new Map<string, HttpRoute>();
+  for (const r of [...builtins, ...opts.routes, ...(opts.extra ?? [])]) table.set(r.path, r);
+
+  return async (req: Request, remoteAddr: string): Promise<Response> => {
+    const path = new URL(req.url).pathname;
+    const route = table.get(path);
+    if (!route) return jsonResponse(404, { error: `not found: ${path}` });
+    if (!route.methods.includes(req.method)) {
+      return jsonResponse(405, { error: `method ${req.method} not allowed on ${path}` }, {
+        allow: route.methods.join(", "),
+      });
+    }
+    try {
+      return await route.handler(req, { remoteAddr });
+    } catch (e) {
+      opts.log.error("http handler failed", { path, error: (e as Error).message });
+      return jsonResponse(500, { error: "internal error" });
+    }
+  };
+}
+
+/**
+ * Starts the server.
+ *
+ * @throws when the port cannot be bound (the caller reports it and exits)
+ */
+export function startHttpServer(opts: HttpServerOptions): RunningHttpServer {
+  const handle = createHandler(opts);
+  const server = Deno.serve(
+    { hostname: opts.hostname, port: opts.port, onListen: () => {} },
+    (req, info) => handle(req, (info.remoteAddr as Deno.NetAddr).hostname),
+  );
+  const port = (server.addr as Deno.NetAddr).port;
+  opts.log.info("http server listening", { addr: `${opts.hostname}:${port}` });
+  return { port, shutdown: () => server.shutdown() };
+}

@@ -1,0 +1,243 @@
+/**
+ * sigma-agent entry point: parse the configuration, wire the features, run until SIGTERM/SIGINT,
+ * then shut down in order within the 5 s budget.
+ *
+ * Flow: config → collectors and clients → state → servers.
+ *
+ * @module
+ */
+
+import { SigmaClient } from "./lib/api/client.ts";
+import { DevApi } from "./lib/api/dev_server.ts";
+import { Lifecycle } from "./lib/agent/lifecycle.ts";
+import { type Config, ConfigError, envNames, parseConfig, VERSION } from "./lib/config.ts";
+import type { AgentContext, Feature } from "./lib/context.ts";
+import { startStaticSync } from "./lib/envoy_static/mod.ts";
+import { resolveHostname } from "./lib/host/hostname.ts";
+import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
+import { PublicIpResolver } from "./lib/host/public_ip.ts";
+import { collectSystemInfo } from "./lib/host/system_info.ts";
+import { type RunningHttpServer, startHttpServer } from "./lib/http_server.ts";
+import { createLogger, type Logger } from "./lib/log.ts";
+import { createMetrics } from "./lib/metrics.ts";
+import { startPorts } from "./lib/ports/mod.ts";
+import { StateStore } from "./lib/state_store.ts";
+import { StatusBoard } from "./lib/status.ts";
+import { startXds } from "./lib/xds/mod.ts";
+
+/** Upper bound for a clean shutdown; systemd/Kubernetes usually allow more, we promise 5 s. */
+const SHUTDOWN_BUDGET_MS = 4500;
+
+function readEnv(): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = {};
+  for (const name of envNames()) {
+    try {
+      env[name] = Deno.env.get(name);
+    } catch {
+      // not granted: treated as unset
+    }
+  }
+  return env;
+}
+
+/** Runs the agent; resolves with the process exit code. */
+export async function runAgent(config: Config, log: Logger): Promise<number> {
+  const shutdown = new AbortController();
+  const signal = shutdown.signal;
+  const onSignal = (name: string) => () => {
+    if (signal.aborted) return;
+    log.info("shutting down", { signal: name });
+    shutdown.abort();
+  };
+  const handlers: [Deno.Signal, () => void][] = [["SIGTERM", onSignal("SIGTERM")], [
+    "SIGINT",
+    onSignal("SIGINT"),
+  ]];
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+
+  let devApi: DevApi | undefined;
+  if (config.dev) {
+    devApi = new DevApi({ seedDemo: true, apiKey: config.apiKey });
+    config = { ...config, apiUrl: devApi.listen({ hostname: "127.0.0.1", port: 0 }) };
+    log.info("embedded dev sigma-api listening", { url: config.apiUrl });
+  }
+
+  const hostname = await resolveHostname({ override: config.hostname });
+  const metrics = createMetrics(hostname, VERSION);
+  const board = new StatusBoard();
+  const store = new StateStore(config.stateDir);
+  const api = new SigmaClient({
+    baseUrl: config.apiUrl,
+    apiKey: config.apiKey,
+    timeoutMs: config.apiTimeout * 1000,
+    userAgent: `sigma-agent/${VERSION}`,
+    onRequest: (r) =>
+      metrics.apiRequestDuration.observe(
+        { endpoint: r.endpoint, method: r.method, result: r.kind },
+        r.seconds,
+      ),
+  });
+  const publicIp = new PublicIpResolver({
+    urls: config.publicIpLookup,
+    log: log.child({ component: "public_ip" }),
+  });
+
+  const collect = async () => {
+    const ips = localIps();
+    const needLookup = !ips.some((e) => isPublic(e.ip));
+    const pub = await publicIp.get(needLookup);
+    const all = pub && needLookup ? normalizeIps([...ips, { ip: pub, label: "" }]) : ips;
+    return {
+      ip_addresses: all,
+      system_info: collectSystemInfo({
+        diskPath: config.diskPath,
+        metricsPort: config.metricsPort,
+        publicIp: pub,
+      }),
+    };
+  };
+
+  const lifecycle = new Lifecycle({
+    api,
+    log: log.child({ component: "agent" }),
+    metrics,
+    store,
+    hostname,
+    alias: config.alias,
+    sshPort: config.sshPort,
+    intervalSec: config.interval,
+    collect,
+  });
+  await lifecycle.loadPersisted();
+  board.provide("agent", () => ({
+    version: VERSION,
+    hostname,
+    api_url: config.apiUrl,
+    ...lifecycle.status(),
+  }));
+
+  const ctx: AgentContext = {
+    config,
+    log,
+    api,
+    metrics,
+    board,
+    store,
+    hostname,
+    signal,
+    vpsId: () => lifecycle.vpsId,
+    vpsIdReady: lifecycle.vpsIdReady,
+  };
+
+  const features: Feature[] = [];
+  let http: RunningHttpServer | undefined;
+  let exitCode = 0;
+  try {
+    features.push(startPorts({ ...ctx, log: log.child({ component: "ports" }) }));
+    if (config.xdsEnabled) {
+      features.push(await startXds({ ...ctx, log: log.child({ component: "xds" }) }));
+    }
+    if (config.envoyConfigSync) {
+      features.push(startStaticSync({ ...ctx, log: log.child({ component: "static_sync" }) }));
+    }
+    if (config.metricsPort > 0) {
+      http = startHttpServer({
+        hostname: config.metricsAddr,
+        port: config.metricsPort,
+        metrics,
+        board,
+        ready: [
+          () => (lifecycle.registered ? undefined : "not registered with sigma-api yet"),
+          ...features.flatMap((f) => f.ready ? [f.ready] : []),
+        ],
+        routes: features.flatMap((f) => f.routes ?? []),
+        log: log.child({ component: "http" }),
+      });
+    }
+  } catch (e) {
+    log.error("startup failed", { error: (e as Error).message });
+    exitCode = 1;
+    shutdown.abort();
+  }
+
+  if (devApi && !signal.aborted) {
+    lifecycle.vpsIdReady.then((id) => printDevBanner(config, hostname, id, http?.port)).catch(
+      () => {},
+    );
+  }
+
+  const running = exitCode === 0 ? lifecycle.run(signal) : Promise.resolve();
+  await new Promise<void>((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true })
+  );
+
+  // Shut down in reverse order of data flow: servers first, then loops, then the dev API.
+  const timer = setTimeout(() => {
+    log.error("shutdown took too long; exiting");
+    Deno.exit(exitCode);
+  }, SHUTDOWN_BUDGET_MS);
+  await Promise.allSettled([
+    http?.shutdown(),
+    ...features.map((f) => f.stop()),
+    running,
+  ]);
+  await devApi?.close();
+  clearTimeout(timer);
+  for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  log.info("stopped");
+  return exitCode;
+}
+
+function printDevBanner(
+  config: Config,
+  hostname: string,
+  vpsId: string,
+  httpPort: number | undefined,
+) {
+  const lines = [
+    "",
+    "sigma-agent is running against the embedded dev sigma-api",
+    `  registered VPS   ${vpsId} (hostname ${hostname})`,
+    `  dev API          ${config.apiUrl}  (try: curl ${config.apiUrl}/vps)`,
+    httpPort
+      ? `  metrics          http://127.0.0.1:${httpPort}/metrics`
+      : "  metrics          disabled",
+    httpPort ? `  status           http://127.0.0.1:${httpPort}/status` : "",
+    config.xdsEnabled
+      ? `  xDS (ADS gRPC)   ${config.xdsAddr}:${config.xdsPort}  (demo node id: demo-envoy)`
+      : "",
+    `  heartbeat        every ${config.interval} s — Ctrl-C to stop`,
+    "",
+  ].filter((l) => l !== "");
+  console.log(lines.join("\n"));
+}
+
+/** Parses arguments and runs the right command; resolves with the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseConfig(args, readEnv());
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`sigma-agent: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (parsed.kind !== "config") {
+    console.log(parsed.text);
+    return 0;
+  }
+  const config = parsed.config;
+  const log = createLogger({
+    format: config.logFormat,
+    level: config.logLevel,
+    secrets: [config.apiKey, config.allocateToken],
+  });
+  log.info("sigma-agent starting", { version: VERSION });
+  return await runAgent(config, log);
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
