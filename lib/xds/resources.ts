@@ -1,0 +1,472 @@
+/**
+ * Builds the Envoy resources of one node from its routes (contract §D6): one
+ * `envoy.config.cluster.v3.Cluster` and one `envoy.config.listener.v3.Listener` per route.
+ *
+ * Everything built here is valid by construction: a route Envoy would reject (no backend, a
+ * port out of range, `static` with a hostname, a connect timeout ≤ 0, an unknown PROXY protocol
+ * version, a second route on a listen port or name already taken) is returned in `skipped` with
+ * a reason instead, because one bad resource gets the whole CDS/LDS update NACKed.
+ *
+ * Each resource is serialized once, here; the stream code shares {@linkcode BuiltResource.bytes}
+ * (and the ready-made {@linkcode BuiltResource.any}) across every stream that receives it.
+ *
+ * Pure: no I/O, no clock, no randomness; the output depends only on the input routes.
+ *
+ * @example
+ * ```ts
+ * import { buildResources } from "./resources.ts";
+ * const built = buildResources([{
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 2, source: "dynamic", status: "active",
+ * }]);
+ * built.clusters[0].name; // "cluster-web"
+ * built.listeners[0].name; // "listener-web"
+ * ```
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { isIP } from "node:net";
+import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import {
+  type Any,
+  anyPack,
+  AnySchema,
+  type Duration,
+  DurationSchema,
+} from "@bufbuild/protobuf/wkt";
+import type { EnvoyRoute } from "../api/types.ts";
+import {
+  type Cluster,
+  Cluster_DiscoveryType,
+  ClusterSchema,
+} from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
+import { type Address, AddressSchema } from "../../proto/gen/envoy/config/core/v3/address_pb.ts";
+import {
+  type TransportSocket,
+  TransportSocketSchema,
+} from "../../proto/gen/envoy/config/core/v3/base_pb.ts";
+import { ProxyProtocolConfig_Version } from "../../proto/gen/envoy/config/core/v3/proxy_protocol_pb.ts";
+import { ClusterLoadAssignmentSchema } from "../../proto/gen/envoy/config/endpoint/v3/endpoint_pb.ts";
+import {
+  type Listener,
+  ListenerSchema,
+} from "../../proto/gen/envoy/config/listener/v3/listener_pb.ts";
+import { TcpProxySchema } from "../../proto/gen/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy_pb.ts";
+import { ProxyProtocolUpstreamTransportSchema } from "../../proto/gen/envoy/extensions/transport_sockets/proxy_protocol/v3/upstream_proxy_protocol_pb.ts";
+import { RawBufferSchema } from "../../proto/gen/envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer_pb.ts";
+
+const TYPE_PREFIX = "type.googleapis.com/";
+
+/** `type_url` of CDS responses and of each Cluster inside them. */
+export const CLUSTER_TYPE_URL: string = TYPE_PREFIX + ClusterSchema.typeName;
+/** `type_url` of LDS responses and of each Listener inside them. */
+export const LISTENER_TYPE_URL: string = TYPE_PREFIX + ListenerSchema.typeName;
+/** `type_url` of the tcp_proxy filter's `typed_config`. */
+export const TCP_PROXY_TYPE_URL: string = TYPE_PREFIX + TcpProxySchema.typeName;
+/** `type_url` of the upstream PROXY protocol transport socket's `typed_config`. */
+export const PROXY_PROTOCOL_TYPE_URL: string = TYPE_PREFIX +
+  ProxyProtocolUpstreamTransportSchema.typeName;
+/** `type_url` of the raw_buffer transport socket's `typed_config`. */
+export const RAW_BUFFER_TYPE_URL: string = TYPE_PREFIX + RawBufferSchema.typeName;
+
+/** Envoy extension name of the TCP proxy network filter. */
+export const TCP_PROXY_FILTER_NAME = "envoy.filters.network.tcp_proxy";
+/** Envoy extension name of the upstream PROXY protocol transport socket. */
+export const PROXY_PROTOCOL_SOCKET_NAME = "envoy.transport_sockets.upstream_proxy_protocol";
+/** Envoy extension name of the plain (raw buffer) transport socket. */
+export const RAW_BUFFER_SOCKET_NAME = "envoy.transport_sockets.raw_buffer";
+
+/** Largest `google.protobuf.Duration` (10,000 years), the bound of `connect_timeout`. */
+const MAX_DURATION_SECONDS = 315_576_000_000;
+
+/** One serialized resource, built once per snapshot and shared by every stream that sends it. */
+export interface BuiltResource {
+  /** Resource name (`cluster-<route>` / `listener-<route>`), unique within its type. */
+  readonly name: string;
+  /** {@linkcode CLUSTER_TYPE_URL} or {@linkcode LISTENER_TYPE_URL}. */
+  readonly typeUrl: string;
+  /** The serialized Cluster or Listener message. */
+  readonly bytes: Uint8Array;
+  /**
+   * `google.protobuf.Any{type_url: typeUrl, value: bytes}`, ready for
+   * `DiscoveryResponse.resources` and `Resource.resource`. Shared: do not mutate.
+   */
+  readonly any: Any;
+  /**
+   * Content hash (hex SHA-256 of `typeUrl` and `bytes`): the per-resource version for Delta xDS
+   * (`Resource.version`, compared with `initial_resource_versions`). Equal content ⇒ equal hash,
+   * across nodes, snapshots and restarts.
+   */
+  readonly hash: string;
+}
+
+/** A route that produced no resources, and why. */
+export interface SkippedRoute {
+  readonly route: EnvoyRoute;
+  /** Human-readable reason, e.g. `backend_port 0 is not in 1..65535`. */
+  readonly reason: string;
+}
+
+/** What {@linkcode buildResources} returns: resources in route order plus the skipped routes. */
+export interface BuiltResources {
+  /** One Cluster per accepted route, ordered by listen_port then name. */
+  readonly clusters: readonly BuiltResource[];
+  /** One Listener per accepted route, same order as `clusters`. */
+  readonly listeners: readonly BuiltResource[];
+  /** Routes left out, in the same deterministic order. */
+  readonly skipped: readonly SkippedRoute[];
+}
+
+/**
+ * Name of the Cluster built for a route.
+ *
+ * @example
+ * ```ts
+ * import { clusterName } from "./resources.ts";
+ * clusterName("web"); // "cluster-web"
+ * ```
+ */
+export function clusterName(routeName: string): string {
+  return `cluster-${routeName}`;
+}
+
+/**
+ * Name of the Listener built for a route.
+ *
+ * @example
+ * ```ts
+ * import { listenerName } from "./resources.ts";
+ * listenerName("web"); // "listener-web"
+ * ```
+ */
+export function listenerName(routeName: string): string {
+  return `listener-${routeName}`;
+}
+
+/**
+ * `stat_prefix` of a route's tcp_proxy filter.
+ *
+ * @example
+ * ```ts
+ * import { statPrefix } from "./resources.ts";
+ * statPrefix("web"); // "tcp-web"
+ * ```
+ */
+export function statPrefix(routeName: string): string {
+  return `tcp-${routeName}`;
+}
+
+/**
+ * Maps the API's `cluster_type` to Envoy's discovery type: `static`, `strict_dns`,
+ * `logical_dns` (case-insensitive); anything else (`eds`, `original_dst`, unknown) becomes
+ * LOGICAL_DNS, which works with the single endpoint we send.
+ *
+ * @example
+ * ```ts
+ * import { discoveryType } from "./resources.ts";
+ * import { Cluster_DiscoveryType } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
+ * discoveryType("STRICT_DNS") === Cluster_DiscoveryType.STRICT_DNS; // true
+ * ```
+ */
+export function discoveryType(clusterType: string): Cluster_DiscoveryType {
+  switch (clusterType.toLowerCase()) {
+    case "static":
+      return Cluster_DiscoveryType.STATIC;
+    case "strict_dns":
+      return Cluster_DiscoveryType.STRICT_DNS;
+    default:
+      return Cluster_DiscoveryType.LOGICAL_DNS;
+  }
+}
+
+// One DNS label: letters, digits, '-' and '_' (seen in internal names), 1..63 characters.
+const DNS_NAME =
+  /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
+/** The backend host as Envoy wants it: `[::1]` → `::1`, anything else unchanged. */
+function endpointHost(host: string): string {
+  const m = /^\[(.*)\]$/.exec(host);
+  return m && isIP(m[1]) === 6 ? m[1] : host;
+}
+
+function isPort(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= 65535;
+}
+
+/**
+ * Why Envoy would reject the resources of this route on its own (ignoring other routes), or
+ * `null` when it can be built.
+ *
+ * @example
+ * ```ts
+ * import { routeProblem } from "./resources.ts";
+ * routeProblem({
+ *   id: "r1", envoy_node_id: "n1", name: "db", listen_port: 15432,
+ *   backend_host: "db.internal", backend_port: 5432, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * }); // 'cluster_type static needs an IP address, got backend_host "db.internal"'
+ * ```
+ */
+export function routeProblem(route: EnvoyRoute): string | null {
+  if (typeof route.name !== "string" || route.name === "") return "empty route name";
+  if (!isPort(route.listen_port)) return `listen_port ${route.listen_port} is not in 1..65535`;
+  const host = route.backend_host;
+  if (host === null || host === undefined || host === "") return "no backend_host";
+  if (route.backend_port === null || route.backend_port === undefined) return "no backend_port";
+  if (!isPort(route.backend_port)) return `backend_port ${route.backend_port} is not in 1..65535`;
+  const ip = isIP(endpointHost(host)) !== 0;
+  if (!ip && !DNS_NAME.test(host)) {
+    return `backend_host ${JSON.stringify(host)} is neither an IP address nor a DNS name`;
+  }
+  const clusterType = typeof route.cluster_type === "string" ? route.cluster_type : "";
+  if (discoveryType(clusterType) === Cluster_DiscoveryType.STATIC && !ip) {
+    return `cluster_type static needs an IP address, got backend_host ${JSON.stringify(host)}`;
+  }
+  const timeout = route.connect_timeout_secs;
+  if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
+    return `connect_timeout_secs ${timeout} is not > 0`;
+  }
+  if (timeout > MAX_DURATION_SECONDS) return `connect_timeout_secs ${timeout} is too large`;
+  const pp = route.proxy_protocol;
+  if (!(pp === 0 || pp === 1 || pp === 2)) {
+    return `proxy_protocol ${pp} is not 0 (off), 1 (v1) or 2 (v2)`;
+  }
+  return null;
+}
+
+function duration(secs: number): Duration {
+  const seconds = Math.floor(secs);
+  const nanos = Math.round((secs - seconds) * 1e9);
+  // Rounding 0.9999999999 up gives 1e9 nanos, which is out of range; carry it.
+  return nanos >= 1e9
+    ? create(DurationSchema, { seconds: BigInt(seconds + 1), nanos: 0 })
+    : create(DurationSchema, { seconds: BigInt(seconds), nanos });
+}
+
+function socketAddress(host: string, port: number): Address {
+  return create(AddressSchema, {
+    address: {
+      case: "socketAddress",
+      value: { address: host, portSpecifier: { case: "portValue", value: port } },
+    },
+  });
+}
+
+function proxyProtocolSocket(version: ProxyProtocolConfig_Version): TransportSocket {
+  const rawBuffer = create(TransportSocketSchema, {
+    name: RAW_BUFFER_SOCKET_NAME,
+    configType: { case: "typedConfig", value: anyPack(RawBufferSchema, create(RawBufferSchema)) },
+  });
+  const upstream = create(ProxyProtocolUpstreamTransportSchema, {
+    config: { version },
+    transportSocket: rawBuffer,
+  });
+  return create(TransportSocketSchema, {
+    name: PROXY_PROTOCOL_SOCKET_NAME,
+    configType: {
+      case: "typedConfig",
+      value: anyPack(ProxyProtocolUpstreamTransportSchema, upstream),
+    },
+  });
+}
+
+// The two PROXY protocol sockets are constants; build them once and share them (read-only).
+const PROXY_PROTOCOL_SOCKETS: Readonly<Record<1 | 2, TransportSocket>> = {
+  1: proxyProtocolSocket(ProxyProtocolConfig_Version.V1),
+  2: proxyProtocolSocket(ProxyProtocolConfig_Version.V2),
+};
+
+/**
+ * The upstream transport socket for a route's `proxy_protocol` (1 → v1, 2 → v2, with a
+ * raw_buffer socket inside), or `undefined` for 0. The returned message is shared: do not
+ * mutate it.
+ *
+ * @example
+ * ```ts
+ * import { proxyProtocolTransportSocket } from "./resources.ts";
+ * proxyProtocolTransportSocket(2)?.name; // "envoy.transport_sockets.upstream_proxy_protocol"
+ * ```
+ */
+export function proxyProtocolTransportSocket(proxyProtocol: number): TransportSocket | undefined {
+  return proxyProtocol === 1 || proxyProtocol === 2
+    ? PROXY_PROTOCOL_SOCKETS[proxyProtocol]
+    : undefined;
+}
+
+/**
+ * The Cluster message of one route. The caller must have checked the route with
+ * {@linkcode routeProblem} (`buildResources` does); an unchecked route may yield a Cluster
+ * Envoy rejects.
+ *
+ * @example
+ * ```ts
+ * import { buildCluster } from "./resources.ts";
+ * const cluster = buildCluster({
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "app.internal", backend_port: 8080, cluster_type: "strict_dns",
+ *   connect_timeout_secs: 3, proxy_protocol: 0, source: "dynamic", status: "active",
+ * });
+ * cluster.name; // "cluster-web"
+ * ```
+ */
+export function buildCluster(route: EnvoyRoute): Cluster {
+  const name = clusterName(route.name);
+  return create(ClusterSchema, {
+    name,
+    clusterDiscoveryType: { case: "type", value: discoveryType(route.cluster_type) },
+    connectTimeout: duration(route.connect_timeout_secs),
+    loadAssignment: create(ClusterLoadAssignmentSchema, {
+      clusterName: name,
+      endpoints: [{
+        lbEndpoints: [{
+          hostIdentifier: {
+            case: "endpoint",
+            value: {
+              address: socketAddress(
+                endpointHost(route.backend_host ?? ""),
+                route.backend_port ?? 0,
+              ),
+            },
+          },
+        }],
+      }],
+    }),
+    transportSocket: proxyProtocolTransportSocket(route.proxy_protocol),
+  });
+}
+
+/**
+ * The Listener message of one route: `0.0.0.0:<listen_port>`, one filter chain with one
+ * tcp_proxy filter forwarding to the route's cluster.
+ *
+ * @example
+ * ```ts
+ * import { buildListener } from "./resources.ts";
+ * const listener = buildListener({
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * });
+ * listener.name; // "listener-web"
+ * ```
+ */
+export function buildListener(route: EnvoyRoute): Listener {
+  const tcpProxy = create(TcpProxySchema, {
+    statPrefix: statPrefix(route.name),
+    clusterSpecifier: { case: "cluster", value: clusterName(route.name) },
+  });
+  return create(ListenerSchema, {
+    name: listenerName(route.name),
+    address: socketAddress("0.0.0.0", route.listen_port),
+    filterChains: [{
+      filters: [{
+        name: TCP_PROXY_FILTER_NAME,
+        configType: { case: "typedConfig", value: anyPack(TcpProxySchema, tcpProxy) },
+      }],
+    }],
+  });
+}
+
+/**
+ * Serializes a message once into a {@linkcode BuiltResource}.
+ *
+ * @example
+ * ```ts
+ * import { builtResource, buildCluster } from "./resources.ts";
+ * import { ClusterSchema } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
+ * const route = {
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * };
+ * const res = builtResource(ClusterSchema, buildCluster(route));
+ * res.typeUrl; // "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ * ```
+ */
+export function builtResource<Desc extends DescMessage>(
+  schema: Desc,
+  message: MessageShape<Desc> & { name: string },
+): BuiltResource {
+  const typeUrl = TYPE_PREFIX + schema.typeName;
+  const bytes = toBinary(schema, message);
+  const hash = createHash("sha256").update(typeUrl).update("\n").update(bytes).digest("hex");
+  return {
+    name: message.name,
+    typeUrl,
+    bytes,
+    any: create(AnySchema, { typeUrl, value: bytes }),
+    hash,
+  };
+}
+
+/** Deterministic processing order: listen_port, then name, then id (ties are unusual). */
+function compareRoutes(a: EnvoyRoute, b: EnvoyRoute): number {
+  const pa = Number.isFinite(a.listen_port) ? a.listen_port : Infinity;
+  const pb = Number.isFinite(b.listen_port) ? b.listen_port : Infinity;
+  if (pa !== pb) return pa < pb ? -1 : 1;
+  const na = String(a.name), nb = String(b.name);
+  if (na !== nb) return na < nb ? -1 : 1;
+  const ia = String(a.id), ib = String(b.id);
+  return ia < ib ? -1 : ia > ib ? 1 : 0;
+}
+
+/**
+ * Builds and serializes the Clusters and Listeners of one node's routes.
+ *
+ * Routes are taken in order of listen_port then name; each must pass
+ * {@linkcode routeProblem}, and the first valid route on a listen port or with a name wins:
+ * later ones are skipped so Envoy never sees two listeners on one port or duplicate names.
+ *
+ * @example
+ * ```ts
+ * import { buildResources } from "./resources.ts";
+ * const base = {
+ *   envoy_node_id: "n1", backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * };
+ * const built = buildResources([
+ *   { ...base, id: "a", name: "web", listen_port: 10080 },
+ *   { ...base, id: "b", name: "web2", listen_port: 10080 },
+ * ]);
+ * built.listeners.length; // 1
+ * built.skipped[0].reason; // 'listen_port 10080 is already used by route "web"'
+ * ```
+ */
+export function buildResources(routes: readonly EnvoyRoute[]): BuiltResources {
+  const clusters: BuiltResource[] = [];
+  const listeners: BuiltResource[] = [];
+  const skipped: SkippedRoute[] = [];
+  const byPort = new Map<number, string>();
+  const byName = new Set<string>();
+  for (const route of [...routes].sort(compareRoutes)) {
+    const problem = routeProblem(route);
+    if (problem !== null) {
+      skipped.push({ route, reason: problem });
+      continue;
+    }
+    const portOwner = byPort.get(route.listen_port);
+    if (portOwner !== undefined) {
+      skipped.push({
+        route,
+        reason: `listen_port ${route.listen_port} is already used by route ${
+          JSON.stringify(portOwner)
+        }`,
+      });
+      continue;
+    }
+    if (byName.has(route.name)) {
+      skipped.push({
+        route,
+        reason: `another route is already named ${JSON.stringify(route.name)}`,
+      });
+      continue;
+    }
+    byPort.set(route.listen_port, route.name);
+    byName.add(route.name);
+    clusters.push(builtResource(ClusterSchema, buildCluster(route)));
+    listeners.push(builtResource(ListenerSchema, buildListener(route)));
+  }
+  return { clusters, listeners, skipped };
+}
