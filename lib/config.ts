@@ -77,7 +77,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: "http://localhost:3000/api",
     help: "sigma-api base URL (includes /api)",
   },
-  { key: "apiKey", flag: "api-key", env: "SIGMA_API_KEY", kind: "secret", help: "API key sent as X-Api-Key" },
+  {
+    key: "apiKey",
+    flag: "api-key",
+    env: "SIGMA_API_KEY",
+    kind: "secret",
+    help: "API key sent as X-Api-Key",
+  },
   {
     key: "apiTimeout",
     flag: "api-timeout",
@@ -94,9 +100,28 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: "60",
     help: "heartbeat interval (seconds)",
   },
-  { key: "hostname", flag: "hostname", env: "AGENT_HOSTNAME", kind: "string", help: "override the detected hostname" },
-  { key: "alias", flag: "alias", env: "AGENT_ALIAS", kind: "string", help: "alias sent at registration" },
-  { key: "sshPort", flag: "ssh-port", env: "AGENT_SSH_PORT", kind: "port", default: "22", help: "SSH port to report" },
+  {
+    key: "hostname",
+    flag: "hostname",
+    env: "AGENT_HOSTNAME",
+    kind: "string",
+    help: "override the detected hostname",
+  },
+  {
+    key: "alias",
+    flag: "alias",
+    env: "AGENT_ALIAS",
+    kind: "string",
+    help: "alias sent at registration",
+  },
+  {
+    key: "sshPort",
+    flag: "ssh-port",
+    env: "AGENT_SSH_PORT",
+    kind: "port",
+    default: "22",
+    help: "SSH port to report",
+  },
   {
     key: "metricsPort",
     flag: "metrics-port",
@@ -113,7 +138,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: "0.0.0.0",
     help: "listen address of the metrics port",
   },
-  { key: "portScan", flag: "port-scan", env: "AGENT_PORT_SCAN", kind: "bool", default: "false", help: "enable port scanning" },
+  {
+    key: "portScan",
+    flag: "port-scan",
+    env: "AGENT_PORT_SCAN",
+    kind: "bool",
+    default: "false",
+    help: "enable port scanning",
+  },
   {
     key: "portScanRange",
     flag: "port-scan-range",
@@ -145,8 +177,22 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: "30",
     help: "seconds an allocated port is held back from later allocations",
   },
-  { key: "xdsEnabled", flag: "xds-enabled", env: "AGENT_XDS_ENABLED", kind: "bool", default: "false", help: "enable the xDS gRPC server" },
-  { key: "xdsPort", flag: "xds-port", env: "AGENT_XDS_PORT", kind: "port", default: "18000", help: "xDS gRPC listen port" },
+  {
+    key: "xdsEnabled",
+    flag: "xds-enabled",
+    env: "AGENT_XDS_ENABLED",
+    kind: "bool",
+    default: "false",
+    help: "enable the xDS gRPC server",
+  },
+  {
+    key: "xdsPort",
+    flag: "xds-port",
+    env: "AGENT_XDS_PORT",
+    kind: "port",
+    default: "18000",
+    help: "xDS gRPC listen port",
+  },
   {
     key: "xdsAddr",
     flag: "xds-addr",
@@ -341,8 +387,12 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--help" || arg === "-h") return { kind: "help", text: helpText() };
-    if (arg === "--version" || arg === "-V") return { kind: "version", text: `sigma-agent ${VERSION}` };
-    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument ${JSON.stringify(arg)} (see --help)`);
+    if (arg === "--version" || arg === "-V") {
+      return { kind: "version", text: `sigma-agent ${VERSION}` };
+    }
+    if (!arg.startsWith("--")) {
+      throw new ConfigError(`unexpected argument ${JSON.stringify(arg)} (see --help)`);
+    }
     const eq = arg.indexOf("=");
     const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
     const spec = byFlag.get(name);

@@ -88,7 +88,9 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       const extra = Object.entries(all)
         .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
         .join(" ");
-      line = `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${extra ? " " + extra : ""}`;
+      line = `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${
+        extra ? " " + extra : ""
+      }`;
     }
     write(redact(line));
   };

@@ -82,7 +82,11 @@ export function createMetrics(hostname: string, version: string): AgentMetrics {
 
   const m: AgentMetrics = {
     registry,
-    portsTotal: new client.Gauge({ name: "sigma_ports_total", help: "Ports in the scan range.", registers: r }),
+    portsTotal: new client.Gauge({
+      name: "sigma_ports_total",
+      help: "Ports in the scan range.",
+      registers: r,
+    }),
     portsAvailable: new client.Gauge({
       name: "sigma_ports_available",
       help: "Ports in the scan range where a test bind succeeded.",

@@ -23,7 +23,9 @@ export class StateStore {
 
   /** Path of `name` inside the directory. */
   path(name: string): string {
-    if (name.includes("/") || name.startsWith(".")) throw new Error(`invalid state file name: ${name}`);
+    if (name.includes("/") || name.startsWith(".")) {
+      throw new Error(`invalid state file name: ${name}`);
+    }
     return `${this.dir}/${name}`;
   }
 

@@ -135,7 +135,13 @@ export class SigmaClient {
     const started = performance.now();
     const endpoint = endpointLabel(path);
     const observe = (status: number | undefined, kind: ApiErrorKind | "ok") =>
-      this.#observe?.({ endpoint, method, status, kind, seconds: (performance.now() - started) / 1000 });
+      this.#observe?.({
+        endpoint,
+        method,
+        status,
+        kind,
+        seconds: (performance.now() - started) / 1000,
+      });
 
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.#timeout);
@@ -152,7 +158,10 @@ export class SigmaClient {
       } catch (e) {
         if (ac.signal.aborted) {
           observe(undefined, "timeout");
-          throw new ApiError("timeout", `${method} ${path}: no response within ${this.#timeout} ms`);
+          throw new ApiError(
+            "timeout",
+            `${method} ${path}: no response within ${this.#timeout} ms`,
+          );
         }
         observe(undefined, "network");
         throw new ApiError("network", `${method} ${path}: ${(e as Error).message}`);
@@ -208,7 +217,10 @@ export class SigmaClient {
     try {
       return parse(json);
     } catch (e) {
-      throw new ApiError("bad_body", `${method} ${path}: unexpected response: ${(e as Error).message}`);
+      throw new ApiError(
+        "bad_body",
+        `${method} ${path}: unexpected response: ${(e as Error).message}`,
+      );
     }
   }
 
@@ -216,11 +228,20 @@ export class SigmaClient {
    * Fetches every page of a list endpoint (`per_page=100`) and returns all rows. Stops when a
    * page is short, when `total` is reached, or after {@linkcode MAX_PAGES}.
    */
-  async listAll<T>(path: string, query: Record<string, string>, item: (v: unknown) => T): Promise<T[]> {
+  async listAll<T>(
+    path: string,
+    query: Record<string, string>,
+    item: (v: unknown) => T,
+  ): Promise<T[]> {
     const out: T[] = [];
     for (let page = 1; page <= MAX_PAGES; page++) {
       const qs = new URLSearchParams({ ...query, page: String(page), per_page: String(PER_PAGE) });
-      const p: Page<T> = await this.call("GET", `${path}?${qs}`, undefined, (v) => parsePage(v, item));
+      const p: Page<T> = await this.call(
+        "GET",
+        `${path}?${qs}`,
+        undefined,
+        (v) => parsePage(v, item),
+      );
       out.push(...p.data);
       const perPage = p.per_page > 0 ? p.per_page : PER_PAGE;
       if (p.data.length === 0 || p.data.length < perPage || out.length >= p.total) break;
@@ -244,7 +265,9 @@ export class SigmaClient {
   }
 
   /** `POST /envoy-nodes`. */
-  createEnvoyNode(body: { vps_id: string; node_id: string; description: string }): Promise<EnvoyNode> {
+  createEnvoyNode(
+    body: { vps_id: string; node_id: string; description: string },
+  ): Promise<EnvoyNode> {
     return this.call("POST", "/envoy-nodes", body, parseEnvoyNode);
   }
 
@@ -257,11 +280,16 @@ export class SigmaClient {
 
   /** `POST /envoy-routes/sync-static`. */
   syncStaticRoutes(envoyNodeId: string, routes: StaticRouteEntry[]): Promise<SyncStaticResponse> {
-    return this.call("POST", "/envoy-routes/sync-static", { envoy_node_id: envoyNodeId, routes }, (v) => {
-      const o = v as Record<string, unknown>;
-      if (typeof o !== "object" || o === null) throw new Error("not an object");
-      return { upserted: Number(o.upserted ?? 0), deleted: Number(o.deleted ?? 0) };
-    });
+    return this.call(
+      "POST",
+      "/envoy-routes/sync-static",
+      { envoy_node_id: envoyNodeId, routes },
+      (v) => {
+        const o = v as Record<string, unknown>;
+        if (typeof o !== "object" || o === null) throw new Error("not an object");
+        return { upserted: Number(o.upserted ?? 0), deleted: Number(o.deleted ?? 0) };
+      },
+    );
   }
 }
 

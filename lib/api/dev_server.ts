@@ -177,7 +177,10 @@ export class DevApi {
   }
 
   /** Adds a dynamic route to a node (by row id) and bumps its `config_version`. */
-  addRoute(envoyNodeId: string, route: Partial<EnvoyRoute> & { name: string; listen_port: number }): EnvoyRoute {
+  addRoute(
+    envoyNodeId: string,
+    route: Partial<EnvoyRoute> & { name: string; listen_port: number },
+  ): EnvoyRoute {
     const now = this.#now();
     const row = {
       id: crypto.randomUUID(),
@@ -193,7 +196,9 @@ export class DevApi {
       updated_at: now,
       ...route,
     };
-    const clash = this.routes.findIndex((r) => r.envoy_node_id === envoyNodeId && r.listen_port === route.listen_port);
+    const clash = this.routes.findIndex((r) =>
+      r.envoy_node_id === envoyNodeId && r.listen_port === route.listen_port
+    );
     if (clash >= 0) this.routes.splice(clash, 1);
     this.routes.push(row);
     this.bumpVersion(envoyNodeId);
@@ -275,7 +280,10 @@ export class DevApi {
     if (f.status === undefined && f.body === undefined) return undefined;
     const headers: Record<string, string> = {};
     if (f.retryAfter !== undefined) headers["retry-after"] = f.retryAfter;
-    const body = f.body ?? (f.status === 429 ? "Too Many Requests" : JSON.stringify({ error: "Internal error: injected" }));
+    const body = f.body ??
+      (f.status === 429
+        ? "Too Many Requests"
+        : JSON.stringify({ error: "Internal error: injected" }));
     return new Response(body, { status: f.status ?? 200, headers });
   }
 
@@ -326,7 +334,9 @@ export class DevApi {
     const ips = Array.isArray(b.ip_addresses) ? (b.ip_addresses as IpAddress[]) : [];
     for (const entry of ips) {
       const ip = String(entry?.ip ?? "").trim();
-      if (ip !== "" && !isIpLiteral(ip)) return err(400, `Bad request: Invalid IP address: '${ip}'`);
+      if (ip !== "" && !isIpLiteral(ip)) {
+        return err(400, `Bad request: Invalid IP address: '${ip}'`);
+      }
     }
     const now = this.#now();
     const existing = this.#match(hostname);
@@ -346,7 +356,11 @@ export class DevApi {
       } else if (ips.length > 0) {
         existing.ip_addresses = merge(existing.ip_addresses);
       }
-      existing.extra = { ...existing.extra, system_info: b.system_info ?? null, last_heartbeat: now };
+      existing.extra = {
+        ...existing.extra,
+        system_info: b.system_info ?? null,
+        last_heartbeat: now,
+      };
       existing.updated_at = now;
       return json(200, this.#vpsJson(existing));
     }
@@ -387,7 +401,9 @@ export class DevApi {
     if (vpsId !== null && !isUuid(vpsId)) return text(400, "Failed to deserialize query string");
     const status = q.get("status");
     const rows = this.nodes
-      .filter((n) => (vpsId === null || n.vps_id === vpsId) && (status === null || n.status === status))
+      .filter((n) =>
+        (vpsId === null || n.vps_id === vpsId) && (status === null || n.status === status)
+      )
       .slice()
       .reverse(); // created_at DESC
     return this.#page(q, rows);
@@ -397,11 +413,17 @@ export class DevApi {
     if (typeof b.vps_id !== "string" || typeof b.node_id !== "string") {
       return text(422, "missing field `vps_id` or `node_id`");
     }
-    if (!this.vps.some((v) => v.id === b.vps_id)) return err(400, `Bad request: VPS ${b.vps_id} not found`);
+    if (!this.vps.some((v) => v.id === b.vps_id)) {
+      return err(400, `Bad request: VPS ${b.vps_id} not found`);
+    }
     if (this.nodes.some((n) => n.vps_id === b.vps_id && n.node_id === b.node_id)) {
       return err(500, "Database error"); // the real API's unique violation
     }
-    const node = this.addNode(b.vps_id, b.node_id, typeof b.status === "string" ? b.status : "active");
+    const node = this.addNode(
+      b.vps_id,
+      b.node_id,
+      typeof b.status === "string" ? b.status : "active",
+    );
     if (typeof b.description === "string") node.description = b.description;
     return json(200, node);
   }
@@ -421,13 +443,22 @@ export class DevApi {
   }
 
   #createRoute(b: Record<string, unknown>): Response {
-    if (typeof b.envoy_node_id !== "string" || typeof b.name !== "string" || typeof b.listen_port !== "number") {
+    if (
+      typeof b.envoy_node_id !== "string" || typeof b.name !== "string" ||
+      typeof b.listen_port !== "number"
+    ) {
       return text(422, "missing field");
     }
     if (!this.nodes.some((n) => n.id === b.envoy_node_id)) {
       return err(400, `Bad request: Envoy node ${b.envoy_node_id} not found`);
     }
-    return json(200, this.addRoute(b.envoy_node_id, b as Partial<EnvoyRoute> & { name: string; listen_port: number }));
+    return json(
+      200,
+      this.addRoute(
+        b.envoy_node_id,
+        b as Partial<EnvoyRoute> & { name: string; listen_port: number },
+      ),
+    );
   }
 
   #syncStatic(b: Record<string, unknown>): Response {
@@ -438,7 +469,9 @@ export class DevApi {
     const now = this.#now();
     const ports = new Set<number>();
     for (const e of b.routes as Record<string, unknown>[]) {
-      if (typeof e.name !== "string" || typeof e.listen_port !== "number") return text(422, "invalid route entry");
+      if (typeof e.name !== "string" || typeof e.listen_port !== "number") {
+        return text(422, "invalid route entry");
+      }
       ports.add(e.listen_port);
       const values = {
         name: e.name,
@@ -449,7 +482,9 @@ export class DevApi {
         proxy_protocol: (e.proxy_protocol as number) ?? 0,
         updated_at: now,
       };
-      const existing = this.routes.find((r) => r.envoy_node_id === nodeId && r.listen_port === e.listen_port);
+      const existing = this.routes.find((r) =>
+        r.envoy_node_id === nodeId && r.listen_port === e.listen_port
+      );
       if (existing) Object.assign(existing, values);
       else {
         this.routes.push({

@@ -142,7 +142,11 @@ export function parseVps(v: unknown): Vps {
   if (!isObject(v)) throw new ApiShapeError("VPS: not an object");
   const id = str(v, "id", "VPS");
   if (id === "") throw new ApiShapeError("VPS: empty id");
-  return { id, hostname: typeof v.hostname === "string" ? v.hostname : "", status: typeof v.status === "string" ? v.status : "" };
+  return {
+    id,
+    hostname: typeof v.hostname === "string" ? v.hostname : "",
+    status: typeof v.status === "string" ? v.status : "",
+  };
 }
 
 /** Checks an envoy node row. */
