@@ -12,6 +12,7 @@ import { DevApi } from "./lib/api/dev_server.ts";
 import { Lifecycle } from "./lib/agent/lifecycle.ts";
 import { type Config, ConfigError, envNames, parseConfig, VERSION } from "./lib/config.ts";
 import type { AgentContext, Feature } from "./lib/context.ts";
+import { envoyBootstrapCommand } from "./lib/envoy_bootstrap.ts";
 import { startStaticSync } from "./lib/envoy_static/mod.ts";
 import { resolveHostname } from "./lib/host/hostname.ts";
 import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
@@ -23,6 +24,8 @@ import { createMetrics } from "./lib/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
 import { StateStore } from "./lib/state_store.ts";
 import { StatusBoard } from "./lib/status.ts";
+import { statusCommand } from "./lib/status_cli.ts";
+import { statusPageRoute } from "./lib/status_page.ts";
 import { startXds } from "./lib/xds/mod.ts";
 
 /** Upper bound for a clean shutdown; systemd/Kubernetes usually allow more, we promise 5 s. */
@@ -151,6 +154,7 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
           ...features.flatMap((f) => f.ready ? [f.ready] : []),
         ],
         routes: features.flatMap((f) => f.routes ?? []),
+        extra: [statusPageRoute()],
         log: log.child({ component: "http" }),
       });
     }
@@ -212,11 +216,30 @@ function printDevBanner(
   console.log(lines.join("\n"));
 }
 
+function printResult(r: { exitCode: number; stdout: string; stderr: string }): number {
+  if (r.stdout) console.log(r.stdout.replace(/\n$/, ""));
+  if (r.stderr) console.error(r.stderr.replace(/\n$/, ""));
+  return r.exitCode;
+}
+
 /** Parses arguments and runs the right command; resolves with the exit code. */
 export async function main(args: string[]): Promise<number> {
+  const env = readEnv();
+  if (args[0] === "status") {
+    const port = env.AGENT_METRICS_PORT && /^\d+$/.test(env.AGENT_METRICS_PORT)
+      ? env.AGENT_METRICS_PORT
+      : "9102";
+    return printResult(
+      await statusCommand(args.slice(1), {
+        defaultAddr: `127.0.0.1:${port}`,
+        color: Deno.stdout.isTerminal(),
+      }),
+    );
+  }
+  if (args[0] === "envoy-bootstrap") return printResult(envoyBootstrapCommand(args.slice(1), env));
   let parsed;
   try {
-    parsed = parseConfig(args, readEnv());
+    parsed = parseConfig(args, env);
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(`sigma-agent: ${e.message}`);

@@ -80,7 +80,7 @@ export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">
     {
       path: "/status",
       methods: ["GET", "HEAD"],
-      handler: () => jsonResponse(200, opts.board.snapshot()),
+      handler: () => jsonResponse(200, opts.board.document()),
     },
   ];
   const table = new Map<string, HttpRoute>();

@@ -14,6 +14,8 @@
  * @module
  */
 
+import { assessHealth } from "./status_health.ts";
+
 /** Collects per-feature status providers. */
 export class StatusBoard {
   readonly #providers = new Map<string, () => unknown>();
@@ -34,5 +36,11 @@ export class StatusBoard {
       }
     }
     return out;
+  }
+
+  /** The `/status` document: every section plus the health verdict over them. */
+  document(): Record<string, unknown> {
+    const sections = this.snapshot();
+    return { generated_at: new Date().toISOString(), ...sections, health: assessHealth(sections) };
   }
 }

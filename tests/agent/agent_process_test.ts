@@ -113,9 +113,12 @@ Deno.test("agent registers and heartbeats with the contract's bodies", async () 
       assert.ok(!text.includes(KEY), "API key leaked");
     }
   } finally {
+    const t0 = performance.now();
     const st = await agent.stop("SIGTERM");
+    const took = performance.now() - t0;
     await api.close();
     assert.equal(st.code, 0, "clean exit on SIGTERM");
+    assert.ok(took < 5000, `exit took ${took} ms`);
   }
 });
 
