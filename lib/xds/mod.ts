@@ -1,11 +1,67 @@
 /**
- * The Envoy xDS control plane. (Placeholder until the feature lands: does nothing.)
+ * The Envoy xDS control plane: loads the persisted snapshots, starts the gRPC server (even when
+ * sigma-api is unreachable), then polls sigma-api for every Envoy node of this VPS.
+ *
+ * Three parts, as in go-control-plane: the snapshot cache (`cache.ts`, filled by `poller.ts`), the
+ * resource builders (`resources.ts`) and the stream protocol (`protocol.ts`, served by
+ * `server.ts`).
+ *
+ * @example
+ * ```ts
+ * import { startXds } from "./mod.ts";
+ * const feature = await startXds(ctx); // ctx: AgentContext with config.xdsEnabled
+ * await feature.stop();
+ * ```
  *
  * @module
  */
 import type { AgentContext, Feature } from "../context.ts";
+import { SnapshotCache } from "./cache.ts";
+import { SnapshotPoller } from "./poller.ts";
+import { XdsServer } from "./server.ts";
 
-/** Starts the snapshot poller and the gRPC server. */
-export function startXds(_ctx: AgentContext): Promise<Feature> {
-  return Promise.resolve({ stop: () => Promise.resolve() });
+/**
+ * Starts the snapshot poller and the gRPC server on `config.xdsAddr:config.xdsPort`, and
+ * publishes the `xds` section of `/status`.
+ *
+ * @throws when the gRPC port cannot be bound
+ */
+export async function startXds(ctx: AgentContext): Promise<Feature> {
+  const log = ctx.log;
+  const stopping = new AbortController();
+  const signal = AbortSignal.any([ctx.signal, stopping.signal]);
+  const cache = new SnapshotCache((e) =>
+    log.error("xds: stream update failed", { error: (e as Error).message })
+  );
+  const poller = new SnapshotPoller({
+    api: ctx.api,
+    cache,
+    store: ctx.store,
+    log,
+    metrics: ctx.metrics,
+    vpsId: ctx.vpsId,
+    vpsIdReady: ctx.vpsIdReady,
+    intervalMs: ctx.config.xdsPollInterval * 1000,
+    signal,
+  });
+  await poller.load();
+  const server = new XdsServer({
+    cache,
+    log,
+    metrics: ctx.metrics,
+    onUnknownNode: (nodeId) => poller.ensureNode(nodeId),
+  });
+  const port = await server.listen(ctx.config.xdsAddr, ctx.config.xdsPort);
+  log.info("xds: serving ADS", { address: ctx.config.xdsAddr, port, nodes: cache.size });
+  const loop = poller.run().catch((e) =>
+    log.error("xds: poll loop ended", { error: (e as Error).message })
+  );
+  ctx.board.provide("xds", () => ({ ...server.status(), poll: poller.lastPoll ?? null }));
+  return {
+    stop: async () => {
+      stopping.abort();
+      await server.stop();
+      await loop;
+    },
+  };
 }

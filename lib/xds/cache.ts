@@ -1,0 +1,177 @@
+/**
+ * The snapshot cache: what each Envoy node should have right now. One {@linkcode Snapshot} per
+ * node id holds the node's clusters (CDS) and listeners (LDS), each resource serialized once and
+ * shared by every stream that sends it. Streams watch their node and are told synchronously when
+ * its snapshot is replaced.
+ *
+ * The cache knows nothing about the API or gRPC: the poller fills it, the server reads it.
+ *
+ * @example
+ * ```ts
+ * import { SnapshotCache } from "./cache.ts";
+ * const cache = new SnapshotCache();
+ * const stop = cache.watch("edge-1", (snap) => console.log("new version", snap?.version));
+ * cache.set({ nodeId: "edge-1", version: "3", clusters: [], listeners: [] });
+ * stop();
+ * ```
+ *
+ * @module
+ */
+
+import { type BuiltResource, CLUSTER_TYPE_URL, LISTENER_TYPE_URL } from "./resources.ts";
+
+/** The resource kinds we serve, used as metric labels too. */
+export type XdsType = "cds" | "lds";
+
+/** Every served kind, in push order (clusters before the listeners that use them). */
+export const XDS_TYPES: readonly XdsType[] = ["cds", "lds"];
+
+/** The `type_url` of each kind. */
+export const TYPE_URLS: Readonly<Record<XdsType, string>> = {
+  cds: CLUSTER_TYPE_URL,
+  lds: LISTENER_TYPE_URL,
+};
+
+/**
+ * The kind of a `type_url`, or `undefined` for a type we do not serve.
+ *
+ * @example
+ * ```ts
+ * typeOfUrl("type.googleapis.com/envoy.config.cluster.v3.Cluster"); // "cds"
+ * typeOfUrl("type.googleapis.com/envoy.config.route.v3.RouteConfiguration"); // undefined
+ * ```
+ */
+export function typeOfUrl(typeUrl: string): XdsType | undefined {
+  if (typeUrl === CLUSTER_TYPE_URL) return "cds";
+  if (typeUrl === LISTENER_TYPE_URL) return "lds";
+  return undefined;
+}
+
+/**
+ * One serialized resource as the builders made it (`name`, `bytes`, ready-made `any`, content
+ * `hash`), shared, never copied, by every stream that sends it. `hash` is the Delta
+ * `Resource.version`: equal bytes ⇔ equal hash.
+ */
+export type XdsResource = BuiltResource;
+
+/** Everything one node should have at one version. */
+export interface Snapshot {
+  readonly nodeId: string;
+  /** `config_version` of the node in decimal: the SotW `version_info`. */
+  readonly version: string;
+  /** Resources by kind, keyed by resource name. */
+  readonly resources: Readonly<Record<XdsType, ReadonlyMap<string, XdsResource>>>;
+  /** `performance.now()` when the snapshot was installed (push latency). */
+  readonly installedAt: number;
+  /** Wall-clock ms when the snapshot was installed. */
+  readonly installedAtMs: number;
+}
+
+/** What {@linkcode SnapshotCache.set} takes. */
+export interface SnapshotInput {
+  nodeId: string;
+  version: string;
+  clusters: readonly XdsResource[];
+  listeners: readonly XdsResource[];
+}
+
+/** Called with the node's new snapshot, or `undefined` when the node was dropped. */
+export type SnapshotWatcher = (snapshot: Snapshot | undefined) => void;
+
+/** Per-node snapshots plus watchers. */
+export class SnapshotCache {
+  readonly #snapshots = new Map<string, Snapshot>();
+  readonly #watchers = new Map<string, Set<SnapshotWatcher>>();
+  readonly #onWatcherError: (err: unknown) => void;
+
+  /** @param onWatcherError called when a watcher throws (the other watchers still run) */
+  constructor(onWatcherError: (err: unknown) => void = () => {}) {
+    this.#onWatcherError = onWatcherError;
+  }
+
+  /** The current snapshot of `nodeId`, if one is known. */
+  get(nodeId: string): Snapshot | undefined {
+    return this.#snapshots.get(nodeId);
+  }
+
+  /** Node ids that have a snapshot. */
+  nodeIds(): string[] {
+    return [...this.#snapshots.keys()];
+  }
+
+  /** Number of nodes with a snapshot. */
+  get size(): number {
+    return this.#snapshots.size;
+  }
+
+  /**
+   * Installs a node's snapshot and tells its watchers. Resources whose bytes did not change keep
+   * the previous object, so streams can compare by identity and the old bytes are not kept twice.
+   * Duplicate names keep the first resource (the builders never produce duplicates).
+   */
+  set(input: SnapshotInput): Snapshot {
+    const previous = this.#snapshots.get(input.nodeId);
+    const intern = (type: XdsType, items: readonly XdsResource[]): Map<string, XdsResource> => {
+      const out = new Map<string, XdsResource>();
+      const old = previous?.resources[type];
+      for (const item of items) {
+        if (out.has(item.name)) continue;
+        const before = old?.get(item.name);
+        out.set(item.name, before && before.hash === item.hash ? before : item);
+      }
+      return out;
+    };
+    const snapshot: Snapshot = {
+      nodeId: input.nodeId,
+      version: input.version,
+      resources: { cds: intern("cds", input.clusters), lds: intern("lds", input.listeners) },
+      installedAt: performance.now(),
+      installedAtMs: Date.now(),
+    };
+    this.#snapshots.set(input.nodeId, snapshot);
+    this.#notify(input.nodeId, snapshot);
+    return snapshot;
+  }
+
+  /** Forgets a node (no longer listed by the API) and tells its watchers with `undefined`. */
+  delete(nodeId: string): boolean {
+    const had = this.#snapshots.delete(nodeId);
+    if (had) this.#notify(nodeId, undefined);
+    return had;
+  }
+
+  /**
+   * Calls `watcher` on every change of `nodeId`'s snapshot until the returned function is called.
+   * It is not called with the current snapshot; read it with {@linkcode SnapshotCache.get}.
+   */
+  watch(nodeId: string, watcher: SnapshotWatcher): () => void {
+    let set = this.#watchers.get(nodeId);
+    if (!set) this.#watchers.set(nodeId, set = new Set());
+    set.add(watcher);
+    return () => {
+      const s = this.#watchers.get(nodeId);
+      if (!s) return;
+      s.delete(watcher);
+      if (s.size === 0) this.#watchers.delete(nodeId);
+    };
+  }
+
+  /** Number of registered watchers (all nodes); for leak checks. */
+  get watcherCount(): number {
+    let n = 0;
+    for (const s of this.#watchers.values()) n += s.size;
+    return n;
+  }
+
+  #notify(nodeId: string, snapshot: Snapshot | undefined): void {
+    const set = this.#watchers.get(nodeId);
+    if (!set) return;
+    for (const watcher of [...set]) {
+      try {
+        watcher(snapshot);
+      } catch (err) {
+        this.#onWatcherError(err);
+      }
+    }
+  }
+}

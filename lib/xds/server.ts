@@ -1,0 +1,515 @@
+/**
+ * The xDS gRPC server: `envoy.service.discovery.v3.AggregatedDiscoveryService`
+ * (`StreamAggregatedResources`, `DeltaAggregatedResources`) plus the per-type
+ * `ClusterDiscoveryService` and `ListenerDiscoveryService` (SotW and Delta) for Envoys that do not
+ * use ADS. Messages are (de)serialized with the protobuf-es code generated from `proto/`; no
+ * proto-loader at runtime.
+ *
+ * Each gRPC stream gets an {@linkcode XdsStream} state machine (`protocol.ts`) that decides what
+ * to send; this module only moves messages, watches the node's snapshot in the
+ * {@linkcode SnapshotCache}, keeps the timers the state machine asks for, and records metrics,
+ * NACK log lines and per-node status. Stream state is freed when the stream ends; a periodic
+ * sweep frees any stream whose end was never reported.
+ *
+ * @example
+ * ```ts
+ * import { SnapshotCache } from "./cache.ts";
+ * import { XdsServer } from "./server.ts";
+ * import { silentLogger } from "../log.ts";
+ * const server = new XdsServer({ cache: new SnapshotCache(), log: silentLogger });
+ * const port = await server.listen("127.0.0.1", 0);
+ * await server.stop();
+ * ```
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import {
+  create,
+  type DescMessage,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import type { GenService } from "@bufbuild/protobuf/codegenv2";
+import {
+  type DeltaDiscoveryRequest,
+  DeltaDiscoveryRequestSchema,
+  DeltaDiscoveryResponseSchema,
+  type DiscoveryRequest,
+  DiscoveryRequestSchema,
+  DiscoveryResponseSchema,
+  ResourceSchema,
+} from "../../proto/gen/envoy/service/discovery/v3/discovery_pb.ts";
+import { AggregatedDiscoveryService } from "../../proto/gen/envoy/service/discovery/v3/ads_pb.ts";
+import { ClusterDiscoveryService } from "../../proto/gen/envoy/service/cluster/v3/cds_pb.ts";
+import { ListenerDiscoveryService } from "../../proto/gen/envoy/service/listener/v3/lds_pb.ts";
+import { VERSION } from "../config.ts";
+import type { Logger } from "../log.ts";
+import type { AgentMetrics } from "../metrics.ts";
+import type { SnapshotCache, XdsType } from "./cache.ts";
+import { type ErrorDetail, type Push, type Step, type StreamMode, XdsStream } from "./protocol.ts";
+
+/** The metrics the server records. */
+export type XdsMetrics = Pick<
+  AgentMetrics,
+  "xdsConnectedStreams" | "xdsPushesTotal" | "xdsAcksTotal" | "xdsNacksTotal" | "xdsPushLatency"
+>;
+
+/** Options of {@linkcode XdsServer}. */
+export interface XdsServerOptions {
+  cache: SnapshotCache;
+  log: Logger;
+  metrics?: XdsMetrics;
+  /** Called when a stream names a node with no snapshot (the poller auto-registers it). */
+  onUnknownNode?: (nodeId: string) => void;
+  /** Longest wait for a CDS ACK before LDS goes anyway, ms (default 5000). */
+  cdsAckTimeoutMs?: number;
+  /** Server keepalive ping interval, ms (default 30 000). */
+  keepaliveTimeMs?: number;
+  /** Time to wait for a keepalive ping's answer before closing the connection, ms (default 10 000). */
+  keepaliveTimeoutMs?: number;
+  /** Interval of the sweep that frees streams whose end was never reported, ms (default 60 000). */
+  sweepIntervalMs?: number;
+}
+
+/** Last ACK of one type on a node. */
+interface AckInfo {
+  version: string;
+  at: string;
+}
+
+/** Per-node view for `/status`. */
+interface NodeStats {
+  streams: number;
+  acked: Partial<Record<XdsType, AckInfo>>;
+  lastNack?: { type: XdsType; version: string; error: string; at: string };
+  lastPushAt?: string;
+}
+
+/** What `/status` shows for one node. */
+export interface NodeStatus {
+  node_id: string;
+  connected_streams: number;
+  snapshot_version: string | null;
+  clusters: number;
+  listeners: number;
+  last_acked: Partial<Record<XdsType, AckInfo>>;
+  last_nack: { type: XdsType; version: string; error: string; at: string } | null;
+  last_push_at: string | null;
+}
+
+type AnyCall = grpc.ServerDuplexStream<unknown, unknown>;
+
+/** One live gRPC stream. */
+interface LiveStream {
+  id: number;
+  call: AnyCall;
+  machine: XdsStream;
+  nodeId?: string;
+  unwatch?: () => void;
+  timer?: ReturnType<typeof setTimeout>;
+  ignoredTypes?: Set<string>;
+  closed: boolean;
+}
+
+function serializer<D extends DescMessage>(schema: D) {
+  return {
+    serialize: (m: MessageShape<D>): Buffer => {
+      const bytes = toBinary(schema, m);
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+    deserialize: (b: Buffer): MessageShape<D> => fromBinary(schema, b),
+  };
+}
+
+const sotwRequest = serializer(DiscoveryRequestSchema);
+const sotwResponse = serializer(DiscoveryResponseSchema);
+const deltaRequest = serializer(DeltaDiscoveryRequestSchema);
+const deltaResponse = serializer(DeltaDiscoveryResponseSchema);
+
+/** A grpc-js method definition for one bidi xDS method of a generated service. */
+function methodDefinition(
+  service: GenService<never>,
+  localName: string,
+): grpc.MethodDefinition<unknown, unknown> {
+  const method =
+    (service.method as Record<string, { name: string; input: DescMessage }>)[localName];
+  const delta = method.input.typeName === DeltaDiscoveryRequestSchema.typeName;
+  const req = delta ? deltaRequest : sotwRequest;
+  const res = delta ? deltaResponse : sotwResponse;
+  return {
+    path: `/${service.typeName}/${method.name}`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: req.serialize as (m: unknown) => Buffer,
+    requestDeserialize: req.deserialize,
+    responseSerialize: res.serialize as (m: unknown) => Buffer,
+    responseDeserialize: res.deserialize,
+  };
+}
+
+/**
+ * grpc-js service definitions of every xDS method we serve, keyed by service. Exported so tests
+ * and the benchmark build clients from the same definitions.
+ */
+export const XDS_SERVICES = {
+  ads: {
+    StreamAggregatedResources: methodDefinition(
+      AggregatedDiscoveryService as GenService<never>,
+      "streamAggregatedResources",
+    ),
+    DeltaAggregatedResources: methodDefinition(
+      AggregatedDiscoveryService as GenService<never>,
+      "deltaAggregatedResources",
+    ),
+  },
+  cds: {
+    StreamClusters: methodDefinition(
+      ClusterDiscoveryService as GenService<never>,
+      "streamClusters",
+    ),
+    DeltaClusters: methodDefinition(ClusterDiscoveryService as GenService<never>, "deltaClusters"),
+  },
+  lds: {
+    StreamListeners: methodDefinition(
+      ListenerDiscoveryService as GenService<never>,
+      "streamListeners",
+    ),
+    DeltaListeners: methodDefinition(
+      ListenerDiscoveryService as GenService<never>,
+      "deltaListeners",
+    ),
+  },
+} as const;
+
+function errorDetail(e: { code: number; message: string } | undefined): ErrorDetail | undefined {
+  return e ? { code: e.code, message: e.message } : undefined;
+}
+
+/** The xDS gRPC server. */
+export class XdsServer {
+  readonly #o: XdsServerOptions;
+  readonly #server: grpc.Server;
+  readonly #streams = new Map<number, LiveStream>();
+  readonly #nodes = new Map<string, NodeStats>();
+  readonly #bootId = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+  readonly #controlPlane = { identifier: `sigma-agent/${VERSION}` };
+  #nonceSeq = 0;
+  #streamSeq = 0;
+  #sweep: ReturnType<typeof setInterval> | undefined;
+  #address: string | undefined;
+
+  constructor(opts: XdsServerOptions) {
+    this.#o = opts;
+    this.#server = new grpc.Server({
+      "grpc.keepalive_time_ms": opts.keepaliveTimeMs ?? 30_000,
+      "grpc.keepalive_timeout_ms": opts.keepaliveTimeoutMs ?? 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    const handler = (mode: StreamMode, types: XdsType[]) => (call: AnyCall) =>
+      this.#accept(call, mode, types);
+    this.#server.addService(XDS_SERVICES.ads, {
+      StreamAggregatedResources: handler("sotw", ["cds", "lds"]),
+      DeltaAggregatedResources: handler("delta", ["cds", "lds"]),
+    });
+    this.#server.addService(XDS_SERVICES.cds, {
+      StreamClusters: handler("sotw", ["cds"]),
+      DeltaClusters: handler("delta", ["cds"]),
+    });
+    this.#server.addService(XDS_SERVICES.lds, {
+      StreamListeners: handler("sotw", ["lds"]),
+      DeltaListeners: handler("delta", ["lds"]),
+    });
+  }
+
+  /**
+   * Binds `host:port` (port 0 picks one) and starts serving.
+   *
+   * @returns the bound port
+   * @throws when the address cannot be bound
+   */
+  async listen(host: string, port: number): Promise<number> {
+    const hostPart = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+    const bound = await new Promise<number>((resolve, reject) =>
+      this.#server.bindAsync(
+        `${hostPart}:${port}`,
+        grpc.ServerCredentials.createInsecure(),
+        (err, p) =>
+          err
+            ? reject(new Error(`xDS server cannot listen on ${hostPart}:${port}: ${err.message}`))
+            : resolve(p),
+      )
+    );
+    this.#address = `${hostPart}:${bound}`;
+    const every = this.#o.sweepIntervalMs ?? 60_000;
+    this.#sweep = setInterval(() => this.sweep(), every);
+    Deno.unrefTimer(this.#sweep);
+    return bound;
+  }
+
+  /** Ends every stream and stops the server within about `graceMs`. */
+  async stop(graceMs = 1000): Promise<void> {
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+    this.#sweep = undefined;
+    for (const s of [...this.#streams.values()]) {
+      this.#close(s);
+      try {
+        s.call.end();
+      } catch {
+        // already gone
+      }
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Open streams. */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** Frees the state of streams whose call is gone without an end event (go-control-plane#597). */
+  sweep(): number {
+    let freed = 0;
+    for (const s of [...this.#streams.values()]) {
+      if (s.call.cancelled || s.call.destroyed) {
+        this.#close(s);
+        freed++;
+      }
+    }
+    return freed;
+  }
+
+  /** Per-node status: connected streams, snapshot version, last ACK per type, last NACK, last push. */
+  status(): { address: string | undefined; streams: number; nodes: NodeStatus[] } {
+    const ids = new Set([...this.#nodes.keys(), ...this.#o.cache.nodeIds()]);
+    const nodes = [...ids].sort().map((nodeId): NodeStatus => {
+      const st = this.#nodes.get(nodeId);
+      const snap = this.#o.cache.get(nodeId);
+      return {
+        node_id: nodeId,
+        connected_streams: st?.streams ?? 0,
+        snapshot_version: snap?.version ?? null,
+        clusters: snap?.resources.cds.size ?? 0,
+        listeners: snap?.resources.lds.size ?? 0,
+        last_acked: st?.acked ?? {},
+        last_nack: st?.lastNack ?? null,
+        last_push_at: st?.lastPushAt ?? null,
+      };
+    });
+    return { address: this.#address, streams: this.#streams.size, nodes };
+  }
+
+  #nonce = (): string => `${this.#bootId}.${(++this.#nonceSeq).toString(36)}`;
+
+  #accept(call: AnyCall, mode: StreamMode, types: XdsType[]): void {
+    const s: LiveStream = {
+      id: ++this.#streamSeq,
+      call,
+      machine: new XdsStream({
+        mode,
+        types,
+        nonce: this.#nonce,
+        cdsAckTimeoutMs: this.#o.cdsAckTimeoutMs,
+      }),
+      closed: false,
+    };
+    this.#streams.set(s.id, s);
+    call.on("data", (msg: DiscoveryRequest | DeltaDiscoveryRequest) => {
+      try {
+        this.#onMessage(s, mode, msg);
+      } catch (e) {
+        this.#o.log.error("xds: stream failed", { node_id: s.nodeId, error: (e as Error).message });
+        this.#fail(s, grpc.status.INTERNAL, "internal error");
+      }
+    });
+    call.on("end", () => {
+      this.#close(s);
+      call.end();
+    });
+    call.on("cancelled", () => this.#close(s));
+    call.on("error", () => this.#close(s));
+    call.on("close", () => this.#close(s));
+  }
+
+  #onMessage(s: LiveStream, mode: StreamMode, msg: DiscoveryRequest | DeltaDiscoveryRequest): void {
+    if (s.closed) return;
+    const nodeId = msg.node?.id ?? "";
+    if (s.nodeId === undefined && nodeId !== "") this.#attach(s, nodeId);
+    const step = mode === "sotw"
+      ? s.machine.onRequest({
+        nodeId,
+        typeUrl: msg.typeUrl,
+        versionInfo: (msg as DiscoveryRequest).versionInfo,
+        resourceNames: (msg as DiscoveryRequest).resourceNames,
+        responseNonce: msg.responseNonce,
+        error: errorDetail(msg.errorDetail),
+      })
+      : s.machine.onDeltaRequest({
+        nodeId,
+        typeUrl: msg.typeUrl,
+        subscribe: (msg as DeltaDiscoveryRequest).resourceNamesSubscribe,
+        unsubscribe: (msg as DeltaDiscoveryRequest).resourceNamesUnsubscribe,
+        initialVersions: (msg as DeltaDiscoveryRequest).initialResourceVersions,
+        responseNonce: msg.responseNonce,
+        error: errorDetail(msg.errorDetail),
+      });
+    this.#apply(s, step);
+    if (s.nodeId !== undefined && !s.machine.snapshot) this.#o.onUnknownNode?.(s.nodeId);
+  }
+
+  /** The stream's node is known: count it and follow its snapshot. */
+  #attach(s: LiveStream, nodeId: string): void {
+    s.nodeId = nodeId;
+    const st = this.#stats(nodeId);
+    st.streams++;
+    this.#o.metrics?.xdsConnectedStreams.set({ node_id: nodeId }, st.streams);
+    s.unwatch = this.#o.cache.watch(nodeId, (snap) => this.#apply(s, s.machine.onSnapshot(snap)));
+    // Not subscribed to anything yet: this only hands over the snapshot, nothing is sent.
+    s.machine.onSnapshot(this.#o.cache.get(nodeId));
+  }
+
+  #stats(nodeId: string): NodeStats {
+    let st = this.#nodes.get(nodeId);
+    if (!st) this.#nodes.set(nodeId, st = { streams: 0, acked: {} });
+    return st;
+  }
+
+  #apply(s: LiveStream, step: Step): void {
+    if (s.closed) return;
+    const nodeId = s.nodeId ?? "";
+    const m = this.#o.metrics;
+    for (const ev of step.events) {
+      switch (ev.kind) {
+        case "ack":
+          m?.xdsAcksTotal.inc({ node_id: nodeId, type: ev.type });
+          this.#stats(nodeId).acked[ev.type] = {
+            version: ev.version,
+            at: new Date().toISOString(),
+          };
+          break;
+        case "nack": {
+          m?.xdsNacksTotal.inc({ node_id: nodeId, type: ev.type });
+          const at = new Date().toISOString();
+          this.#stats(nodeId).lastNack = {
+            type: ev.type,
+            version: ev.version,
+            error: ev.message,
+            at,
+          };
+          this.#o.log.warn("xds: NACK", {
+            node_id: nodeId,
+            type: ev.type,
+            version: ev.version,
+            code: ev.code,
+            error: ev.message,
+          });
+          break;
+        }
+        case "stale":
+          this.#o.log.debug("xds: stale nonce ignored", {
+            node_id: nodeId,
+            type: ev.type,
+            nonce: ev.nonce,
+          });
+          break;
+        case "ignored_type":
+          s.ignoredTypes ??= new Set();
+          if (!s.ignoredTypes.has(ev.typeUrl) && s.ignoredTypes.size < 16) {
+            s.ignoredTypes.add(ev.typeUrl);
+            this.#o.log.info("xds: ignoring requests for a type this stream does not serve", {
+              node_id: nodeId,
+              type_url: ev.typeUrl,
+            });
+          }
+          break;
+        case "subscribed":
+          this.#o.log.debug("xds: subscribed", {
+            node_id: nodeId,
+            type: ev.type,
+            wildcard: ev.wildcard,
+          });
+          break;
+      }
+    }
+    for (const push of step.pushes) this.#write(s, push);
+    if (step.error) {
+      this.#fail(s, grpc.status.INVALID_ARGUMENT, step.error);
+      return;
+    }
+    if (step.wakeAt !== undefined) {
+      if (s.timer !== undefined) clearTimeout(s.timer);
+      s.timer = setTimeout(() => {
+        s.timer = undefined;
+        this.#apply(s, s.machine.onTimer());
+      }, Math.max(0, step.wakeAt - performance.now()) + 1);
+    }
+  }
+
+  #write(s: LiveStream, push: Push): void {
+    const msg = s.machine.mode === "sotw"
+      ? create(DiscoveryResponseSchema, {
+        versionInfo: push.version,
+        resources: push.resources.map((r) => r.any),
+        typeUrl: push.typeUrl,
+        nonce: push.nonce,
+        controlPlane: this.#controlPlane,
+      })
+      : create(DeltaDiscoveryResponseSchema, {
+        systemVersionInfo: push.version,
+        resources: push.resources.map((r) =>
+          create(ResourceSchema, { name: r.name, version: r.hash, resource: r.any })
+        ),
+        typeUrl: push.typeUrl,
+        nonce: push.nonce,
+        removedResources: push.removed,
+        controlPlane: this.#controlPlane,
+      });
+    s.call.write(msg);
+    const nodeId = s.nodeId ?? "";
+    this.#o.metrics?.xdsPushesTotal.inc({ node_id: nodeId, type: push.type });
+    this.#o.metrics?.xdsPushLatency.observe({ type: push.type }, push.latencyMs / 1000);
+    this.#stats(nodeId).lastPushAt = new Date().toISOString();
+  }
+
+  /** Ends the stream with an error status. */
+  #fail(s: LiveStream, code: grpc.status, details: string): void {
+    this.#close(s);
+    try {
+      s.call.emit("error", { code, details });
+    } catch {
+      // the call is already gone
+    }
+  }
+
+  /** Frees everything the stream holds. Idempotent. */
+  #close(s: LiveStream): void {
+    if (s.closed) return;
+    s.closed = true;
+    this.#streams.delete(s.id);
+    if (s.timer !== undefined) clearTimeout(s.timer);
+    s.unwatch?.();
+    if (s.nodeId === undefined) return;
+    const st = this.#nodes.get(s.nodeId);
+    if (!st) return;
+    st.streams--;
+    if (st.streams > 0) this.#o.metrics?.xdsConnectedStreams.set({ node_id: s.nodeId }, st.streams);
+    else if (this.#o.cache.get(s.nodeId)) {
+      this.#o.metrics?.xdsConnectedStreams.set({ node_id: s.nodeId }, 0);
+    } else {
+      // Forget node ids nobody serves (any client can make one up); a known node keeps its history.
+      this.#o.metrics?.xdsConnectedStreams.remove({ node_id: s.nodeId });
+      this.#nodes.delete(s.nodeId);
+    }
+  }
+}
