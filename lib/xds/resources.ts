@@ -229,6 +229,8 @@ export function routeProblem(route: EnvoyRoute): string | null {
     return `connect_timeout_secs ${timeout} is not > 0`;
   }
   if (timeout > MAX_DURATION_SECONDS) return `connect_timeout_secs ${timeout} is too large`;
+  // Envoy wants connect_timeout > 0; a value that rounds to 0 ns would be sent as 0.
+  if (Math.round(timeout * 1e9) < 1) return `connect_timeout_secs ${timeout} is below 1 ns`;
   const pp = route.proxy_protocol;
   if (!(pp === 0 || pp === 1 || pp === 2)) {
     return `proxy_protocol ${pp} is not 0 (off), 1 (v1) or 2 (v2)`;
