@@ -14,6 +14,7 @@
  */
 
 import type { HttpRoute, ReadinessCheck } from "./context.ts";
+import { type Http1Limits, serveHttp1 } from "./http1.ts";
 import type { Logger } from "./log.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { StatusBoard } from "./status.ts";
@@ -30,6 +31,8 @@ export interface HttpServerOptions {
   log: Logger;
   /** Extra routes served before the built-ins (the status page). */
   extra?: HttpRoute[];
+  /** Transport limits (slow or oversized requests); production defaults when omitted. */
+  limits?: Partial<Http1Limits>;
 }
 
 /** A JSON response. */
@@ -111,11 +114,10 @@ export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">
  */
 export function startHttpServer(opts: HttpServerOptions): RunningHttpServer {
   const handle = createHandler(opts);
-  const server = Deno.serve(
-    { hostname: opts.hostname, port: opts.port, onListen: () => {} },
-    (req, info) => handle(req, (info.remoteAddr as Deno.NetAddr).hostname),
+  const server = serveHttp1(
+    { hostname: opts.hostname, port: opts.port, limits: opts.limits },
+    (req, info) => handle(req, info.remoteAddr),
   );
-  const port = (server.addr as Deno.NetAddr).port;
-  opts.log.info("http server listening", { addr: `${opts.hostname}:${port}` });
-  return { port, shutdown: () => server.shutdown() };
+  opts.log.info("http server listening", { addr: `${opts.hostname}:${server.port}` });
+  return server;
 }
