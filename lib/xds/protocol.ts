@@ -371,10 +371,17 @@ export class XdsStream {
   }
 
   /** Listeners are in place: clusters they no longer use may go. */
-  #ldsSettled(): boolean {
+  #ldsSettled(now: number, step: Step): boolean {
     if (!this.types.includes("lds")) return true;
     const s = this.#state.lds;
-    if (!s.subscribed) return true;
+    if (!s.subscribed) {
+      // On ADS the LDS request follows the CDS one: a reconnecting Delta client may still run
+      // listeners on the clusters it reported. Give its LDS subscription the CDS wait to arrive.
+      const graceEnd = this.#state.cds.subscribedAt + this.#cdsAckTimeout;
+      if (now >= graceEnd) return true;
+      step.wakeAt = Math.min(step.wakeAt ?? Infinity, graceEnd);
+      return false;
+    }
     if (s.pending.size > 0 || s.nacked || !s.sentOnce) return false;
     return this.#heldEquals(s, this.#desired("lds"));
   }
@@ -410,11 +417,13 @@ export class XdsStream {
       if (type === "lds") {
         const gate = this.#ldsGate(now);
         if (gate !== undefined) {
-          if (this.#ldsWanted()) step.wakeAt = gate;
+          if (this.#ldsWanted()) step.wakeAt = Math.min(step.wakeAt ?? Infinity, gate);
           continue;
         }
       }
-      const push = this.mode === "sotw" ? this.#planSotw(type, now) : this.#planDelta(type, now);
+      const push = this.mode === "sotw"
+        ? this.#planSotw(type, now, step)
+        : this.#planDelta(type, now, step);
       if (push) step.pushes.push(push);
     }
   }
@@ -426,18 +435,19 @@ export class XdsStream {
     return !this.#heldEquals(s, this.#desired("lds"));
   }
 
-  #planSotw(type: XdsType, now: number): Push | undefined {
+  #planSotw(type: XdsType, now: number, step: Step): Push | undefined {
     const s = this.#state[type];
     const target = new Map<string, Held>();
     for (const [name, r] of this.#desired(type)) target.set(name, { version: r.hash, resource: r });
     let retained = 0;
-    if (type === "cds" && s.sentOnce && !this.#ldsSettled()) {
+    if (type === "cds" && s.sentOnce) {
+      const stale = [...s.held].filter(([name, h]) =>
+        !target.has(name) && h.resource && (s.wildcard || s.names.has(name))
+      );
       // Make before break: keep clusters the listeners Envoy may still run point at.
-      for (const [name, h] of s.held) {
-        if (!target.has(name) && h.resource && (s.wildcard || s.names.has(name))) {
-          target.set(name, h);
-          retained++;
-        }
+      if (stale.length > 0 && !this.#ldsSettled(now, step)) {
+        for (const [name, h] of stale) target.set(name, h);
+        retained = stale.length;
       }
     }
     if (s.sentOnce && this.#heldEquals(s, target)) return undefined;
@@ -459,14 +469,15 @@ export class XdsStream {
     };
   }
 
-  #planDelta(type: XdsType, now: number): Push | undefined {
+  #planDelta(type: XdsType, now: number, step: Step): Push | undefined {
     const s = this.#state[type];
     const desired = this.#desired(type);
     const changed: XdsResource[] = [];
     for (const [name, r] of desired) if (s.held.get(name)?.version !== r.hash) changed.push(r);
     const removed: string[] = [];
-    const mayRemove = type !== "cds" || this.#ldsSettled();
-    if (mayRemove) { for (const name of s.held.keys()) if (!desired.has(name)) removed.push(name); }
+    const stale = [...s.held.keys()].filter((name) => !desired.has(name));
+    // Make before break: a cluster goes only once the listeners that used it are gone.
+    if (stale.length > 0 && (type !== "cds" || this.#ldsSettled(now, step))) removed.push(...stale);
     // The first response of a subscription goes out even when empty: Envoy waits for it.
     if (s.sentOnce && changed.length === 0 && removed.length === 0) return undefined;
     const nonce = this.#nonce();

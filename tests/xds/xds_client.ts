@@ -329,3 +329,27 @@ export async function metricValue(
   const hit = values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x));
   return hit?.value ?? 0;
 }
+
+/** A raw-bytes SotW or Delta ADS stream: responses are the exact bytes the server wrote. */
+export function rawAdsStream(
+  port: number,
+  method: "StreamAggregatedResources" | "DeltaAggregatedResources",
+): { client: grpc.Client; call: grpc.ClientDuplexStream<Uint8Array, Uint8Array> } {
+  const def = XDS_SERVICES.ads[method];
+  const identity = {
+    [method]: {
+      ...def,
+      requestSerialize: (b: Uint8Array) => Buffer.from(b),
+      responseDeserialize: (b: Buffer) => new Uint8Array(b),
+    },
+  };
+  const Ctor = grpc.makeGenericClientConstructor(
+    identity as unknown as grpc.ServiceDefinition,
+    "raw",
+  );
+  const client = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  // deno-lint-ignore no-explicit-any
+  const call = (client as any)[method]() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+  call.on("error", () => {});
+  return { client, call };
+}
