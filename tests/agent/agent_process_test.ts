@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { statfsSync } from "node:fs";
 import os from "node:os";
 import { DevApi, type RecordedRequest } from "../../lib/api/dev_server.ts";
-import { freePort, spawnAgent, waitFor } from "../helpers.ts";
+import { freePort, readProc, spawnAgent, waitFor } from "../helpers.ts";
 
 const KEY = "sk_sigma_0123456789abcdef0123456789abcdef01234567";
 
@@ -16,9 +16,7 @@ function calls(api: DevApi, path: string): RecordedRequest[] {
 }
 
 function meminfoTotalMb(): number {
-  const line = Deno.readTextFileSync("/proc/meminfo").split("\n").find((l) =>
-    l.startsWith("MemTotal:")
-  )!;
+  const line = readProc("/proc/meminfo").split("\n").find((l) => l.startsWith("MemTotal:"))!;
   return Math.floor(Number(line.split(/\s+/)[1]) / 1024);
 }
 
@@ -87,7 +85,7 @@ Deno.test("agent registers and heartbeats with the contract's bodies", async () 
     const fs = statfsSync("/");
     const frsize = Number((fs as unknown as { frsize?: number }).frsize ?? fs.bsize);
     assert.equal(info.disk_gb, Math.floor((Number(fs.blocks) * frsize) / 2 ** 30));
-    const upNow = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+    const upNow = Number(readProc("/proc/uptime").split(" ")[0]);
     assert.ok(
       Math.abs((info.uptime_seconds as number) - upNow) < 30,
       "uptime close to /proc/uptime",

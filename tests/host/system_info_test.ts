@@ -3,9 +3,10 @@ import { statfsSync } from "node:fs";
 import { resolveHostname } from "../../lib/host/hostname.ts";
 import { collectSystemInfo } from "../../lib/host/system_info.ts";
 import { PublicIpResolver } from "../../lib/host/public_ip.ts";
+import { readProc } from "../helpers.ts";
 
 function procValue(file: string, key: string): number {
-  const line = Deno.readTextFileSync(file).split("\n").find((l) => l.startsWith(key))!;
+  const line = readProc(file).split("\n").find((l) => l.startsWith(key))!;
   return Number(line.split(/\s+/)[1]);
 }
 
@@ -15,9 +16,8 @@ Deno.test("system info equals what the kernel reports", () => {
     metricsPort: 9102,
     publicIp: "203.0.113.9",
   });
-  const cpuinfo =
-    Deno.readTextFileSync("/proc/cpuinfo").split("\n").filter((l) => l.startsWith("processor"))
-      .length;
+  const cpuinfo = readProc("/proc/cpuinfo").split("\n").filter((l) => l.startsWith("processor"))
+    .length;
   assert.equal(info.cpu_cores, cpuinfo);
   assert.equal(info.ram_mb, Math.floor(procValue("/proc/meminfo", "MemTotal:") / 1024));
   const fs = statfsSync("/");
@@ -27,9 +27,9 @@ Deno.test("system info equals what the kernel reports", () => {
     info.disk_used_gb,
     Math.floor(((Number(fs.blocks) - Number(fs.bfree)) * frsize) / 2 ** 30),
   );
-  const uptime = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+  const uptime = Number(readProc("/proc/uptime").split(" ")[0]);
   assert.ok(Math.abs(info.uptime_seconds - Math.floor(uptime)) <= 2);
-  const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number);
+  const load = readProc("/proc/loadavg").split(" ").slice(0, 3).map(Number);
   assert.equal(info.load_avg.length, 3);
   info.load_avg.forEach((v, i) => assert.ok(Math.abs(v - load[i]) < 0.5));
   assert.equal(info.metrics_port, 9102);

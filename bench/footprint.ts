@@ -1,0 +1,146 @@
+/**
+ * Idle footprint and load/soak figures for the agent process, every feature on:
+ *
+ * - idle RSS and CPU over a window (targets: RSS ≤ 80 MB, CPU ≤ 1 % of a core);
+ * - 1,000 concurrent `/metrics` scrapes (errors, time, RSS and open fds before/after);
+ * - 100 concurrent `POST /ports/allocate` calls (no port handed out twice);
+ * - RSS and fds back to baseline afterwards (leak check).
+ *
+ * Run: `deno task bench:footprint` (reads /proc of the child, so it needs no agent privileges).
+ *
+ * @module
+ */
+
+import { DevApi } from "../lib/api/dev_server.ts";
+import { freePort, openFds, readProc, spawnAgent, waitFor } from "../tests/helpers.ts";
+
+const IDLE_WINDOW_S = Number(Deno.env.get("IDLE_WINDOW_S") ?? 30);
+const TICKS = 100; // USER_HZ on Linux
+
+function procStatus(pid: number): { rssKb: number; cpuTicks: number; fds: number } {
+  const status = readProc(`/proc/${pid}/status`);
+  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const stat = readProc(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const cpuTicks = Number(fields[11]) + Number(fields[12]); // utime + stime
+  const fds = openFds(pid);
+  return { rssKb, cpuTicks, fds };
+}
+
+const rows: [string, string, string][] = [];
+const row = (what: string, value: string, target = "") => {
+  rows.push([what, value, target]);
+  console.log(`${what.padEnd(48)} ${value.padEnd(26)} ${target}`);
+};
+
+const api = new DevApi({ seedDemo: true });
+const url = api.listen({ hostname: "127.0.0.1", port: 0 });
+const envoyDir = await Deno.makeTempDir({ prefix: "sigma-bench-envoy-" });
+await Deno.writeTextFile(
+  `${envoyDir}/envoy.yaml`,
+  `static_resources:
+  listeners:
+  - name: l1
+    address: { socket_address: { address: 0.0.0.0, port_value: 10443 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: l1
+          cluster: c1
+  clusters:
+  - name: c1
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: c1
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.2, port_value: 443 } } } }] }]
+`,
+);
+const metricsPort = freePort();
+const xdsPort = freePort();
+const agent = await spawnAgent({
+  envoyDir,
+  args: [
+    `--api-url=${url}`,
+    `--metrics-port=${metricsPort}`,
+    "--metrics-addr=127.0.0.1",
+    "--port-scan",
+    "--port-scan-range=20000-30000",
+    "--port-scan-interval=60",
+    "--xds-enabled",
+    `--xds-port=${xdsPort}`,
+    "--envoy-config-sync",
+    `--envoy-config-path=${envoyDir}/envoy.yaml`,
+    "--hostname=bench-host",
+  ],
+});
+const pid = agent.child.pid;
+try {
+  await waitFor(
+    async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200,
+    {
+      timeoutMs: 60_000,
+      message: "agent ready",
+    },
+  );
+  // Let start-up work (first scan, first sync, first poll) settle before measuring idle.
+  await new Promise((r) => setTimeout(r, 3000));
+
+  const a = procStatus(pid);
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_WINDOW_S * 1000));
+  const b = procStatus(pid);
+  const cpuPct = ((b.cpuTicks - a.cpuTicks) / TICKS) / ((performance.now() - t0) / 1000) * 100;
+  row("idle RSS, every feature on", `${(b.rssKb / 1024).toFixed(1)} MB`, "target ≤ 80 MB");
+  row(`idle CPU over ${IDLE_WINDOW_S} s`, `${cpuPct.toFixed(2)} % of a core`, "target ≤ 1 %");
+  const baseline = procStatus(pid);
+
+  // 1,000 concurrent scrapes.
+  const scrape = async () => {
+    const r = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    const t = await r.text();
+    return r.status === 200 && t.includes("sigma_ports_total");
+  };
+  const s0 = performance.now();
+  const results = await Promise.allSettled(Array.from({ length: 1000 }, scrape));
+  const okCount = results.filter((r) => r.status === "fulfilled" && r.value).length;
+  row(
+    "1,000 concurrent /metrics scrapes",
+    `${okCount} ok in ${((performance.now() - s0) / 1000).toFixed(2)} s`,
+    "all ok",
+  );
+
+  // 100 concurrent allocations of 1 port each.
+  const alloc = async () => {
+    const r = await fetch(`http://127.0.0.1:${metricsPort}/ports/allocate`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ count: 1 }),
+    });
+    const j = await r.json();
+    return (j.ports ?? []) as number[];
+  };
+  const a0 = performance.now();
+  const ports = (await Promise.all(Array.from({ length: 100 }, alloc))).flat();
+  row(
+    "100 concurrent allocate calls",
+    `${ports.length} ports, ${new Set(ports).size} distinct, ${
+      ((performance.now() - a0) / 1000).toFixed(2)
+    } s`,
+    "no duplicates",
+  );
+
+  await new Promise((r) => setTimeout(r, 2000));
+  const after = procStatus(pid);
+  row(
+    "RSS after load vs before",
+    `${(after.rssKb / 1024).toFixed(1)} vs ${(baseline.rssKb / 1024).toFixed(1)} MB`,
+  );
+  row("open fds after load vs before", `${after.fds} vs ${baseline.fds}`, "back to baseline");
+} finally {
+  await agent.stop();
+  await api.close();
+  await Deno.remove(envoyDir, { recursive: true });
+}
