@@ -60,6 +60,7 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
 
   let devApi: DevApi | undefined;
   if (config.dev) {
+    if (config.envoyConfigSync) await seedDevEnvoyConfig(config.envoyConfigPath, log);
     devApi = new DevApi({ seedDemo: true, apiKey: config.apiKey });
     config = { ...config, apiUrl: devApi.listen({ hostname: "127.0.0.1", port: 0 }) };
     log.info("embedded dev sigma-api listening", { url: config.apiUrl });
@@ -192,6 +193,47 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   return exitCode;
 }
 
+/** A demo static envoy.yaml for `deno task dev`, written only when the file does not exist. */
+const DEV_ENVOY_YAML =
+  `# Demo Envoy static config written by \`deno task dev\`; edit it and watch the agent re-sync.
+static_resources:
+  listeners:
+  - name: demo_tcp
+    address: { socket_address: { address: 0.0.0.0, port_value: 10443 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: demo_tcp
+          cluster: demo_backend
+  clusters:
+  - name: demo_backend
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: demo_backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8443 } } }
+`;
+
+async function seedDevEnvoyConfig(paths: string[], log: Logger): Promise<void> {
+  const path = paths.find((p) => !/[*?[]/.test(p));
+  if (!path) return;
+  try {
+    await Deno.lstat(path);
+  } catch {
+    try {
+      await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || ".", { recursive: true });
+      await Deno.writeTextFile(path, DEV_ENVOY_YAML);
+      log.info("wrote a demo envoy config for static sync", { path });
+    } catch (e) {
+      log.warn("could not write the demo envoy config", { path, error: (e as Error).message });
+    }
+  }
+}
+
 function printDevBanner(
   config: Config,
   hostname: string,
@@ -209,6 +251,9 @@ function printDevBanner(
     httpPort ? `  status           http://127.0.0.1:${httpPort}/status` : "",
     config.xdsEnabled
       ? `  xDS (ADS gRPC)   ${config.xdsAddr}:${config.xdsPort}  (demo node id: demo-envoy)`
+      : "",
+    config.envoyConfigSync
+      ? `  static sync      ${config.envoyConfigPath.join(", ")} (edit it to trigger a sync)`
       : "",
     `  heartbeat        every ${config.interval} s — Ctrl-C to stop`,
     "",
