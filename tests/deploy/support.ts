@@ -5,6 +5,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { DevApi } from "../../lib/api/dev_server.ts";
 import { freePort, ROOT, spawnAgent, waitFor } from "../helpers.ts";
 
@@ -229,4 +230,65 @@ export function expandGrafanaVariables(expr: string): string {
     .replaceAll("$__interval", "1m")
     .replaceAll("$__range", "1h")
     .replace(/\$\{?hostname\}?/g, ".*");
+}
+
+/** Whether this process may create directories under /var/lib/sigma-agent (the baked-in state dir). */
+export function canUseProductionStateDir(): boolean {
+  try {
+    Deno.mkdirSync("/var/lib/sigma-agent", { recursive: true });
+    const probe = `/var/lib/sigma-agent/.probe-${crypto.randomUUID()}`;
+    Deno.mkdirSync(probe);
+    Deno.removeSync(probe);
+    return true;
+  } catch {
+    console.warn(
+      "skipping: cannot write /var/lib/sigma-agent (the baked-in state dir); run as root",
+    );
+    return false;
+  }
+}
+
+/**
+ * Runs an agent executable (launcher or compiled binary) for real against a dev sigma-api, with
+ * a state dir under /var/lib/sigma-agent (the only one its flags allow): it must register,
+ * heartbeat, serve `/metrics`, persist state, pass `sigma-agent status`, exit 0 on SIGTERM, and
+ * `status` must fail once it is gone.
+ */
+export async function shortRealRun(executable: string, env: Record<string, string>): Promise<void> {
+  const api = new DevApi();
+  const apiUrl = api.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const stateDir = `/var/lib/sigma-agent/test-${crypto.randomUUID()}`;
+  await Deno.mkdir(stateDir, { recursive: true });
+  const agent = await spawnAgent({
+    binary: executable,
+    args: [
+      `--api-url=${apiUrl}`,
+      `--metrics-port=${port}`,
+      "--metrics-addr=127.0.0.1",
+      "--interval=1",
+    ],
+    env: { ...env, AGENT_HOSTNAME: "binary-test" },
+    stateDir,
+  });
+  try {
+    await waitFor(
+      () =>
+        api.requests.filter((r) => r.path === "/api/agent/heartbeat" && r.status === 200).length >=
+          1,
+      { timeoutMs: 60_000, message: "registered and one heartbeat" },
+    );
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^sigma_agent_registered\{hostname="binary-test"\} 1$/m);
+    assert.ok([...Deno.readDirSync(stateDir)].length > 0, "state persisted in the state dir");
+    const healthy = await run(executable, ["status", "--addr", `127.0.0.1:${port}`], { env });
+    assert.equal(healthy.code, 0, `status: ${healthy.stdout}${healthy.stderr}`);
+  } finally {
+    const status = await agent.stop();
+    await api.close();
+    await Deno.remove(stateDir, { recursive: true });
+    assert.equal(status.code, 0, `exit on SIGTERM:\n${agent.lines.join("\n")}`);
+  }
+  const down = await run(executable, ["status", "--addr", `127.0.0.1:${port}`], { env });
+  assert.notEqual(down.code, 0, "status fails with the agent gone");
 }
