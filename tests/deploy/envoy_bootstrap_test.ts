@@ -15,7 +15,11 @@ import {
   envoyBootstrapYaml,
   XDS_CLUSTER_NAME,
 } from "../../lib/envoy_bootstrap.ts";
-import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
+import { loadUpstream, strictBootstrapFromYaml } from "../support/upstream_protos.ts";
+import { DEMO_NODE_ID, DevApi } from "../../lib/api/dev_server.ts";
+import { freePort, spawnAgent, waitFor } from "../helpers.ts";
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
 import { ROOT } from "./support.ts";
 
 /** The options the shipped bootstraps were generated with (node id is set by `--service-node`). */
@@ -238,4 +242,99 @@ Deno.test("envoy-bootstrap command: flags, env fallbacks, help and errors", () =
   }
   const badEnv = envoyBootstrapCommand(["--node-id", "n"], { AGENT_XDS_PORT: "x" });
   assert.equal(badEnv.exitCode, 2);
+});
+
+const CDS_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/**
+ * Asks an ADS server for clusters the way an Envoy with `bootstrap` would: one
+ * StreamAggregatedResources stream to the xDS cluster's endpoint, the bootstrap's node, the
+ * upstream Envoy messages. Resolves with the names of the clusters of the first CDS response.
+ */
+// deno-lint-ignore no-explicit-any
+function adsClusterNames(bootstrap: any, timeoutMs: number): Promise<string[]> {
+  const root = loadUpstream();
+  const Req = root.lookupType("envoy.service.discovery.v3.DiscoveryRequest");
+  const Res = root.lookupType("envoy.service.discovery.v3.DiscoveryResponse");
+  const Cluster = root.lookupType("envoy.config.cluster.v3.Cluster");
+  const ep = xdsEndpoint(bootstrap);
+  const Client = grpc.makeGenericClientConstructor({
+    StreamAggregatedResources: {
+      path: "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: (o: object) => Buffer.from(Req.encode(Req.fromObject(o)).finish()),
+      requestDeserialize: (b: Buffer) => Req.decode(b),
+      responseSerialize: (o: object) => Buffer.from(Res.encode(Res.fromObject(o)).finish()),
+      responseDeserialize: (b: Buffer) => Res.toObject(Res.decode(b)),
+    },
+  } as unknown as grpc.ServiceDefinition, "ads");
+  const target = ep.address.includes(":")
+    ? `[${ep.address}]:${ep.port}`
+    : `${ep.address}:${ep.port}`;
+  const client = new Client(target, grpc.credentials.createInsecure());
+  // deno-lint-ignore no-explicit-any
+  const call = (client as any).StreamAggregatedResources() as grpc.ClientDuplexStream<object, any>;
+  return new Promise<string[]>((resolve, reject) => {
+    const done = (f: () => void) => {
+      clearTimeout(timer);
+      call.cancel();
+      client.close();
+      f();
+    };
+    const timer = setTimeout(() => done(() => reject(new Error("no CDS response"))), timeoutMs);
+    call.on("error", (e: Error) => done(() => reject(e)));
+    call.on("data", (res: { type_url: string; resources?: { value: Uint8Array }[] }) => {
+      if (res.type_url !== CDS_TYPE) return;
+      done(() =>
+        resolve(
+          (res.resources ?? []).map((a) =>
+            (Cluster.decode(a.value) as unknown as { name: string }).name
+          ),
+        )
+      );
+    });
+    call.write({
+      node: { id: bootstrap.node.id, cluster: bootstrap.node.cluster },
+      type_url: CDS_TYPE,
+    });
+  });
+}
+
+Deno.test("envoy bootstrap: an Envoy set up by it gets its clusters from the running agent over ADS", async () => {
+  const api = new DevApi({ seedDemo: true });
+  const apiUrl = api.listen({ hostname: "127.0.0.1", port: 0 });
+  const xdsPort = freePort();
+  const stateDir = await Deno.makeTempDir({ prefix: "sigma-bootstrap-e2e-" });
+  // The agent and the bootstrap read the same environment, as in compose and Kubernetes.
+  const env = {
+    AGENT_XDS_ENABLED: "true",
+    AGENT_XDS_ADDR: "0.0.0.0",
+    AGENT_XDS_PORT: String(xdsPort),
+  };
+  const agent = await spawnAgent({
+    args: ["--metrics-port=0", "--interval=1", "--xds-poll-interval=1"],
+    env: { ...env, SIGMA_API_URL: apiUrl, AGENT_HOSTNAME: "bootstrap-e2e" },
+    stateDir,
+  });
+  try {
+    const cmd = envoyBootstrapCommand(["--node-id", DEMO_NODE_ID], env);
+    assert.equal(cmd.exitCode, 0, cmd.stderr);
+    // deno-lint-ignore no-explicit-any
+    const bootstrap = strictBootstrapFromYaml(cmd.stdout) as any;
+    assert.equal(
+      xdsEndpoint(bootstrap).address,
+      "127.0.0.1",
+      "a wildcard listen address is dialled on loopback",
+    );
+    const clusters = await waitFor(
+      () => adsClusterNames(bootstrap, 5_000).catch(() => undefined), // not up or not registered yet
+      { timeoutMs: 60_000, message: "the agent's ADS server answers the bootstrap's node" },
+    );
+    assert.deepEqual(clusters, ["cluster-demo-echo"], "the demo node's route arrives as a cluster");
+  } finally {
+    await agent.stop();
+    await api.close();
+    await Deno.remove(stateDir, { recursive: true });
+  }
 });
