@@ -41,7 +41,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 sigma \
  && useradd --system --uid 10001 --gid sigma --home-dir /var/lib/sigma-agent --shell /usr/sbin/nologin sigma \
- && install -d -o sigma -g sigma -m 0750 /var/lib/sigma-agent \
+ && install -d -o sigma -g 0 -m 0770 /var/lib/sigma-agent \
  && install -d -m 0755 /etc/envoy
 COPY --from=build /usr/local/bin/deno /usr/local/bin/deno
 COPY --from=build /opt/sigma-agent /opt/sigma-agent
@@ -52,7 +52,8 @@ ENV DENO_DIR=/tmp/deno \
     AGENT_STATE_DIR=/var/lib/sigma-agent
 VOLUME ["/var/lib/sigma-agent"]
 EXPOSE 9102/tcp 18000/tcp
-# Non-root by default: everything works except naming the processes of other users' ports
+# The state dir is group 0 so that root without CAP_DAC_OVERRIDE (compose, Kubernetes) can write
+# it too. Non-root by default: everything works except naming the processes of other users' ports
 # (`ss -p` needs root with CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH, and the host PID namespace);
 # compose.yaml and the Kubernetes DaemonSet run it as root with just those capabilities.
 USER 10001:10001

@@ -101,6 +101,15 @@ function dockerfileProblems(text: string): string[] {
   if (!apt || !/\biproute2\b/.test(apt.args)) problems.push("the runtime lacks iproute2 (ss)");
   const user = final.filter((i) => i.op === "USER").at(-1)?.args;
   if (!user || /^(0|root)(:|$)/.test(user)) problems.push("the runtime runs as root");
+  // Root with only SYS_PTRACE + DAC_READ_SEARCH (compose, Kubernetes) writes the state dir as
+  // group 0; the default user as its owner.
+  if (
+    !final.some((i) =>
+      i.op === "RUN" && /install -d -o \S+ -g 0 -m 07[67]0 \/var\/lib\/sigma-agent/.test(i.args)
+    )
+  ) {
+    problems.push("the state dir is not writable by both the image user and capability-less root");
+  }
   const labels = final.filter((i) => i.op === "LABEL").map((i) => i.args).join(" ");
   for (const key of ["title", "description", "version", "revision"]) {
     if (!labels.includes(`org.opencontainers.image.${key}=`)) problems.push(`no OCI label ${key}`);
@@ -149,6 +158,11 @@ Deno.test("Dockerfile: the checks reject a Dockerfile that breaks the rules", ()
       /HEALTHCHECK/,
     ],
     ["fat base", good.replace("FROM debian:bookworm-slim", "FROM debian:bookworm"), /slim/],
+    [
+      "state dir",
+      good.replace("-g 0 -m 0770 /var/lib/sigma-agent", "-g sigma -m 0750 /var/lib/sigma-agent"),
+      /state dir/,
+    ],
   ];
   for (const [what, text, re] of cases) {
     assert.notEqual(text, good, what);
