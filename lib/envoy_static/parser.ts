@@ -34,7 +34,17 @@
  * @module
  */
 
-import { LineCounter, parseDocument } from "yaml";
+import {
+  type Document,
+  isAlias,
+  isMap as isYamlMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  visit,
+} from "yaml";
 import type { StaticRouteEntry } from "../api/types.ts";
 
 /** What {@linkcode parseEnvoyConfig} found in one file. */
@@ -334,6 +344,25 @@ function listenerLabel(listener: Record<string, unknown>, index: number): string
     : `listeners[${index}]`;
 }
 
+/** Offset of the first merge key (`<<`) whose value is not a mapping, an alias or a list of them. */
+function badMergeOffset(doc: Document): number | undefined {
+  let found: number | undefined;
+  const isMergeKey = (k: unknown) =>
+    isScalar(k) &&
+    (k.value === "<<" || (typeof k.value === "symbol" && k.value.description === "<<"));
+  const mergeable = (n: unknown) => isYamlMap(isAlias(n) ? n.resolve(doc) : n);
+  visit(doc, {
+    Pair(_key, pair) {
+      if (!isPair(pair) || !isMergeKey(pair.key)) return;
+      const v = pair.value;
+      if (mergeable(v) || (isSeq(v) && v.items.every(mergeable))) return;
+      found = (pair.key as { range?: [number, number, number] }).range?.[0];
+      return visit.BREAK;
+    },
+  });
+  return found;
+}
+
 /** Parses YAML text into a plain JS value, with line-accurate errors and an alias budget. */
 function loadYaml(text: string, opts: ParseOptions, warnings: string[]): unknown {
   const source = opts.source ?? "<input>";
@@ -383,6 +412,11 @@ function loadYaml(text: string, opts: ParseOptions, warnings: string[]): unknown
         }); ` +
           `refusing a possible "billion laughs" document`,
       );
+    }
+    const bad = badMergeOffset(doc);
+    if (bad !== undefined) {
+      const { line, col } = lineCounter.linePos(bad);
+      throw new EnvoyConfigError(`${source}:${line}:${col}: invalid YAML: ${msg}`, line, col);
     }
     throw new EnvoyConfigError(`${source}: invalid YAML: ${msg}`);
   }

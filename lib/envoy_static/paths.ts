@@ -109,8 +109,12 @@ async function isDir(path: string): Promise<boolean> {
 async function expandGlob(pattern: string, warnings: string[]): Promise<string[]> {
   const abs = pattern.startsWith("/");
   const segments = pattern.split("/").filter((s) => s !== "" && s !== ".");
-  let bases = [abs ? "/" : "."];
-  for (let i = 0; i < segments.length; i++) {
+  // Start at the literal prefix as written: stat-ing its parents would need read permission on
+  // them (the agent may read /etc/envoy but not /etc).
+  const firstGlob = segments.findIndex(hasGlob);
+  const prefix = segments.slice(0, firstGlob).join("/");
+  let bases = [abs ? `/${prefix}` : prefix || "."];
+  for (let i = firstGlob; i < segments.length; i++) {
     const seg = segments[i];
     const last = i === segments.length - 1;
     const next: string[] = [];

@@ -41,7 +41,7 @@ const runs = { numRuns: 300 };
 
 Deno.test("property: any JSON-like document, as YAML, parses without throwing", () => {
   fc.assert(
-    fc.property(fc.jsonValue(), (value) => {
+    fc.property(fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"<<"')), (value) => {
       assertInvariants(parseEnvoyConfig(stringify(value)));
       assertInvariants(parseEnvoyConfig(stringify({ static_resources: value })));
       assertInvariants(
@@ -72,7 +72,10 @@ const junk = fc.oneof(
     "10.0.0.1",
   ),
   fc.array(fc.integer(), { maxLength: 2 }),
-  fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }),
+  // `<<` is the merge key: with a non-mapping value it is a YAML error (tested in parser_test).
+  fc.dictionary(fc.string({ maxLength: 4 }).filter((k) => k !== "<<"), fc.integer(), {
+    maxKeys: 2,
+  }),
 );
 const clusterName = fc.constantFrom("a", "b", "c", "xds_cluster", "sigma_xds", "x_xds", "missing");
 const port = fc.oneof(fc.integer({ min: 1, max: 8 }), junk); // few ports: duplicates are likely

@@ -163,6 +163,13 @@ Deno.test("an unquoted `::` address is a YAML error on its line (operators must 
   );
 });
 
+Deno.test("a merge key with a non-mapping value is a YAML error on its line", () => {
+  const text = "static_resources:\n  clusters:\n    - name: c\n      <<: 5\n";
+  const err = thrown(() => parseEnvoyConfig(text, { source: "m.yaml" }));
+  assert.equal(err.line, 4);
+  assert.match(err.message, /^m\.yaml:4:7: invalid YAML: Merge sources must be maps/);
+});
+
 Deno.test("billion laughs: rejected with a clear error instead of expanding", () => {
   const levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"];
   for (let i = 1; i < 10; i++) {
