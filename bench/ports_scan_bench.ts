@@ -1,0 +1,178 @@
+/**
+ * Port-scan speed: the agent's bind scan of 10000–30000 against a C loop of socket +
+ * SO_REUSEADDR + bind + close per port (bench/ports_scan_reference.c, compiled with gcc into a
+ * temporary directory and timed inside its own process), measured in the same run, rounds
+ * interleaved, medians compared. Target: the agent's scan ≤ 1.5× the C reference.
+ *
+ * Also shown, for context: a naive `Deno.listen` + `close` loop on one thread, the agent's scan
+ * forced inline, and a full scan cycle (bind scan + `ss -tulnp` attribution + metrics). Every
+ * method must report the same number of available ports; the run fails if they disagree.
+ *
+ * Run: `deno task bench:ports` (options: `--range START-END`, `--rounds N`). Needs gcc.
+ * Under `deno bench` the same comparisons run as `Deno.bench` cases (the C case then includes
+ * process start-up).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { silentLogger } from "../lib/log.ts";
+import { createMetrics } from "../lib/metrics.ts";
+import { PortScan } from "../lib/ports/port_scan.ts";
+import { BindScanner, bindTest, type PortRange } from "../lib/ports/scanner.ts";
+
+const SOURCE = new URL("./ports_scan_reference.c", import.meta.url).pathname;
+
+/** Compiles the C reference; returns the binary's path. */
+async function compileReference(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "ports-scan-bench-" });
+  const binary = `${dir}/ports_scan_reference`;
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("gcc", { args: ["-O2", "-o", binary, SOURCE], stderr: "piped" })
+      .output();
+  } catch (e) {
+    throw new Error(`gcc is needed for the C reference (apt-get install -y gcc): ${e}`);
+  }
+  if (!out.success) throw new Error(`gcc failed: ${new TextDecoder().decode(out.stderr)}`);
+  return binary;
+}
+
+/** One C round: [ms as timed inside the process, available ports]. */
+async function runReference(binary: string, range: PortRange): Promise<[number, number]> {
+  const out = await new Deno.Command(binary, {
+    args: [String(range.start), String(range.end), "1"],
+    stdout: "piped",
+  }).output();
+  const [ms, available] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+  return [ms, available];
+}
+
+/** The naive method: one `Deno.listen` + `close` per port on the calling thread. */
+function naiveLoop(range: PortRange): number {
+  let available = 0;
+  for (let port = range.start; port <= range.end; port++) if (bindTest(port)) available++;
+  return available;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timed(fn: () => Promise<number> | number): Promise<[number, number]> {
+  const t0 = performance.now();
+  const available = await fn();
+  return [performance.now() - t0, available];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      range: { type: "string", default: "10000-30000" },
+      rounds: { type: "string", default: "9" },
+    },
+  });
+  const [start, end] = values.range.split("-").map(Number);
+  const range = { start, end };
+  const rounds = Math.max(1, Number(values.rounds));
+  const binary = await compileReference();
+  const scanner = new BindScanner();
+  const inline = new BindScanner({ workers: 0 });
+  const cycle = new PortScan({
+    range,
+    metrics: createMetrics("bench", "0"),
+    log: silentLogger,
+    scanner: new BindScanner(),
+  });
+
+  const methods: [string, () => Promise<[number, number]>][] = [
+    ["C reference (socket+SO_REUSEADDR+bind+close)", () => runReference(binary, range)],
+    [
+      "agent scan (BindScanner, workers)",
+      () => timed(async () => (await scanner.scan(range)).available),
+    ],
+    [
+      "agent scan forced inline (1 thread)",
+      () => timed(async () => (await inline.scan(range)).available),
+    ],
+    ["naive Deno.listen+close loop", () => timed(() => naiveLoop(range))],
+    [
+      "full scan cycle (+ ss -tulnp, metrics)",
+      () => timed(async () => (await cycle.run()).available),
+    ],
+  ];
+  const times = methods.map(() => [] as number[]);
+  const answers = methods.map(() => new Set<number>());
+  for (const [, run] of methods) await run(); // warm-up
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, [, run]] of methods.entries()) {
+      const [ms, available] = await run();
+      times[i].push(ms);
+      answers[i].add(available);
+    }
+  }
+  await Deno.remove(binary.slice(0, binary.lastIndexOf("/")), { recursive: true });
+
+  const ref = median(times[0]);
+  console.log(
+    `ports scan ${range.start}-${range.end} (${end - start + 1} ports), ${rounds} rounds, ` +
+      `${navigator.hardwareConcurrency} CPUs, load ${
+        Deno.loadavg().map((l) => l.toFixed(2)).join(" ")
+      }`,
+  );
+  for (const [i, [name]] of methods.entries()) {
+    const m = median(times[i]);
+    const spread = `${Math.min(...times[i]).toFixed(1)}–${Math.max(...times[i]).toFixed(1)}`;
+    console.log(
+      `${name.padEnd(46)} median ${m.toFixed(1).padStart(7)} ms  (${spread.padStart(13)})  ` +
+        `${(m / ref).toFixed(2)}× C   available ${[...answers[i]].join("/")}`,
+    );
+  }
+  const ratio = median(times[1]) / ref;
+  console.log(
+    `agent scan / C reference = ${ratio.toFixed(2)}× (target ≤ 1.50×): ${
+      ratio <= 1.5 ? "MET" : "NOT MET"
+    }`,
+  );
+  const all = new Set(answers.flatMap((a) => [...a]));
+  if (all.size !== 1) {
+    console.error(`methods disagree on available ports: ${[...all].join(", ")}`);
+    Deno.exit(1);
+  }
+}
+
+if (import.meta.main) {
+  await main();
+} else {
+  // `deno bench bench/`: the same comparison as Deno.bench cases.
+  const range = { start: 10000, end: 30000 };
+  const binary = await compileReference().catch(() => undefined);
+  const scanner = new BindScanner();
+  const group = "ports scan 10000-30000";
+  if (binary) {
+    const dir = binary.slice(0, binary.lastIndexOf("/"));
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+    Deno.bench({
+      name: "C reference (spawned per iteration)",
+      group,
+      baseline: true,
+      async fn() {
+        await runReference(binary, range);
+      },
+    });
+  }
+  Deno.bench({
+    name: "agent scan (BindScanner)",
+    group,
+    baseline: !binary,
+    async fn() {
+      await scanner.scan(range);
+    },
+  });
+  Deno.bench({
+    name: "naive Deno.listen+close loop",
+    group,
+    fn() {
+      naiveLoop(range);
+    },
+  });
+}
