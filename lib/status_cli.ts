@@ -72,11 +72,15 @@ export function renderStatus(status: Obj, color: boolean, now = Date.now()): str
     const used = Object.entries(obj(p.used_by_source)).filter(([, n]) => Number(n) > 0).map((
       [s, n],
     ) => `${s} ${n}`);
+    const r = obj(p.range);
+    const range = r.start !== undefined ? `${r.start}-${r.end}` : String(p.range);
+    const held = Array.isArray(p.reservations) ? p.reservations.length : 0;
     rows.push([
       "ports",
-      `${p.range}: ${p.available}/${p.total} available` +
+      `${range}: ${p.available ?? "?"}/${p.total ?? "?"} available` +
       (used.length ? `; used ${used.join(", ")}` : "") +
-      (p.last_scan_at ? `; scanned ${ago(p.last_scan_at, now)}` : "; not scanned yet"),
+      (held ? `; ${held} reserved` : "") +
+      (p.last_scan ? `; scanned ${ago(p.last_scan, now)}` : "; not scanned yet"),
     ]);
   }
 
@@ -98,15 +102,16 @@ export function renderStatus(status: Obj, color: boolean, now = Date.now()): str
   if (x.enabled === false || !status.xds) rows.push(["xDS", dim("disabled")]);
   else {
     const nodes = list(x.nodes);
-    if (nodes.length === 0) rows.push(["xDS", `${x.listen ?? ""} no nodes yet`]);
+    if (nodes.length === 0) rows.push(["xDS", `${x.address ?? ""} no nodes yet`]);
     for (const n of nodes) {
-      const ack = obj(n.acked);
+      const ack = obj(n.last_acked);
+      const acked = (t: string) => String(obj(ack[t]).version ?? "—");
       const nack = obj(n.last_nack);
       rows.push([
         "xDS",
         `${n.node_id} v${n.snapshot_version ?? "—"}: ${
           n.connected_streams ?? 0
-        } streams, acked cds ${ack.cds ?? "—"} lds ${ack.lds ?? "—"}` +
+        } streams, acked cds ${acked("cds")} lds ${acked("lds")}` +
         (n.nacking ? ` ${red(`NACK: ${nack.error ?? ""}`)}` : ""),
       ]);
     }

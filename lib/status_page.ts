@@ -73,16 +73,17 @@ $("agent-kv").innerHTML=kv([["version",esc(a.version)],["hostname",esc(a.hostnam
 function renderPorts(p){const el=$("ports-body");if(!p||p.enabled===false){el.innerHTML='<div class="sub">port scanning disabled</div>';return;}
 const total=p.total||0,used=p.used_by_source||{};const parts=Object.entries(used).filter(([,n])=>n>0);
 let bar="";for(const [src,n] of parts){bar+='<span title="'+esc(src)+": "+n+'" style="width:'+(total?100*n/total:0)+"%;background:"+(COLORS[src]||"#888")+'"></span>';}
-el.innerHTML=kv([["range",esc(p.range)],["available",esc(p.available)+" of "+esc(total)],["in use",esc(p.in_use)],
-["last scan",p.last_scan_at?ago(p.last_scan_at)+(p.last_scan_duration_seconds!=null?" ("+Number(p.last_scan_duration_seconds).toFixed(3)+" s)":""):"not yet"],
-["reservations",esc(p.reservations??0)]])+'<div class="bar" id="port-bar">'+bar+'</div><div class="legend">'+
+const rg=p.range&&typeof p.range==="object"?p.range.start+"-"+p.range.end:p.range;
+el.innerHTML=kv([["range",esc(rg)],["available",esc(p.available)+" of "+esc(total)],["in use",esc(p.in_use)],
+["last scan",p.last_scan?ago(p.last_scan)+(p.last_scan_duration_seconds!=null?" ("+Number(p.last_scan_duration_seconds).toFixed(3)+" s)":""):"not yet"],
+["reservations",esc(Array.isArray(p.reservations)?p.reservations.length:(p.reservations??0))]])+'<div class="bar" id="port-bar">'+bar+'</div><div class="legend">'+
 Object.entries(used).map(([s,n])=>'<span><i style="background:'+(COLORS[s]||"#888")+'"></i>'+esc(s)+" "+esc(n)+"</span>").join("")+"</div>";}
 function renderStatic(s){const el=$("static-body");if(!s||s.enabled===false){el.innerHTML='<div class="sub">static sync disabled</div>';return;}
 const files=s.files||[];if(!files.length){el.innerHTML='<div class="sub">no files matched</div>';return;}
 el.innerHTML="<table><tr><th>file</th><th>node</th><th>routes</th><th>last sync</th><th class=hide-sm>error</th></tr>"+files.map((f)=>"<tr><td><code>"+esc(f.path)+"</code></td><td>"+esc(f.node_id)+"</td><td>"+esc(f.routes)+"</td><td>"+ago(f.last_sync_at)+'</td><td class="hide-sm err">'+esc(f.error||"")+"</td></tr>").join("")+"</table>";}
 function renderXds(x){const el=$("xds-body");if(!x||x.enabled===false){el.innerHTML='<div class="sub">xDS disabled</div>';return;}
-const nodes=x.nodes||[];el.innerHTML=(x.listen?'<div class="sub">listening on '+esc(x.listen)+"</div>":"")+(nodes.length?"<table><tr><th>node</th><th>streams</th><th>version</th><th>ACKed (cds / lds)</th><th>last push</th><th>state</th></tr>"+nodes.map((n)=>{
-const ack=n.acked||{};const nack=n.last_nack;return '<tr class="'+(n.nacking?"nack":"")+'" data-node="'+esc(n.node_id)+'"><td>'+esc(n.node_id)+"</td><td>"+esc(n.connected_streams)+"</td><td>"+esc(n.snapshot_version??"—")+"</td><td>"+esc(ack.cds??"—")+" / "+esc(ack.lds??"—")+"</td><td>"+ago(n.last_push_at)+"</td><td>"+
+const nodes=x.nodes||[];el.innerHTML=(x.address?'<div class="sub">listening on '+esc(x.address)+"</div>":"")+(nodes.length?"<table><tr><th>node</th><th>streams</th><th>version</th><th>ACKed (cds / lds)</th><th>last push</th><th>state</th></tr>"+nodes.map((n)=>{
+const ack=n.last_acked||{};const av=(t)=>ack[t]&&ack[t].version!=null?ack[t].version:"—";const nack=n.last_nack;return '<tr class="'+(n.nacking?"nack":"")+'" data-node="'+esc(n.node_id)+'"><td>'+esc(n.node_id)+"</td><td>"+esc(n.connected_streams)+"</td><td>"+esc(n.snapshot_version??"—")+"</td><td>"+esc(av("cds"))+" / "+esc(av("lds"))+"</td><td>"+ago(n.last_push_at)+"</td><td>"+
 (n.nacking?'<span class="badge bad">NACK</span> <span class="err">'+esc(nack&&nack.error)+"</span> "+(nack?ago(nack.at):""):'<span class="badge ok">ok</span>')+"</td></tr>";}).join("")+"</table>":'<div class="sub">no Envoy nodes for this VPS yet</div>');}
 async function refresh(){try{const r=await fetch("/status",{cache:"no-store"});const s=await r.json();const h=s.health||{healthy:false,problems:["no health verdict"]};
 $("health").className="badge "+(h.healthy?"ok":"bad");$("health").textContent=h.healthy?"healthy":"unhealthy";

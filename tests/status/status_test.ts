@@ -180,12 +180,13 @@ Deno.test("health verdict and CLI rendering of NACKing nodes and failing sync", 
     },
     ports: {
       enabled: true,
-      range: "10000-10010",
+      range: { start: 10000, end: 10010 },
       total: 11,
       available: 9,
       in_use: 2,
       used_by_source: { envoy: 2, sshd: 0 },
-      last_scan_at: new Date(0).toISOString(),
+      last_scan: new Date(0).toISOString(),
+      reservations: [{ port: 10001, expires_at: new Date(0).toISOString() }],
     },
     static_sync: {
       enabled: true,
@@ -204,7 +205,10 @@ Deno.test("health verdict and CLI rendering of NACKing nodes and failing sync", 
           node_id: "edge-a",
           connected_streams: 1,
           snapshot_version: "7",
-          acked: { cds: "7", lds: "6" },
+          last_acked: {
+            cds: { version: "7", at: new Date(0).toISOString() },
+            lds: { version: "6", at: new Date(0).toISOString() },
+          },
           nacking: true,
           last_nack: { type: "lds", error: "port 80 in use", at: new Date(0).toISOString() },
         },
@@ -212,7 +216,7 @@ Deno.test("health verdict and CLI rendering of NACKing nodes and failing sync", 
           node_id: "edge-b",
           connected_streams: 2,
           snapshot_version: "3",
-          acked: { cds: "3", lds: "3" },
+          last_acked: { cds: { version: "3", at: new Date(0).toISOString() } },
           nacking: false,
         },
       ],
@@ -226,7 +230,10 @@ Deno.test("health verdict and CLI rendering of NACKing nodes and failing sync", 
   ]);
   const text = renderStatus({ ...doc, health }, false, 10_000);
   assert.match(text, /sigma-agent 0\.1\.0 on h1 — UNHEALTHY/);
-  assert.match(text, /ports\s+10000-10010: 9\/11 available; used envoy 2; scanned 10 s ago/);
+  assert.match(
+    text,
+    /ports\s+10000-10010: 9\/11 available; used envoy 2; 1 reserved; scanned 10 s ago/,
+  );
   assert.match(text, /edge-a v7: 1 streams, acked cds 7 lds 6 NACK: port 80 in use/);
   assert.match(text, /! xDS node edge-a rejected its config/);
   const lines = text.split("\n").slice(1, 6);
