@@ -60,8 +60,15 @@ await Deno.writeTextFile(
 );
 const metricsPort = freePort();
 const xdsPort = freePort();
+// Pass allocator tuning through to the agent exactly as a unit file or container would set it.
+const agentEnv: Record<string, string> = {};
+for (const name of ["MALLOC_ARENA_MAX"]) {
+  const v = Deno.env.get(name);
+  if (v !== undefined) agentEnv[name] = v;
+}
 const agent = await spawnAgent({
   envoyDir,
+  env: agentEnv,
   args: [
     `--api-url=${url}`,
     `--metrics-port=${metricsPort}`,
@@ -97,9 +104,10 @@ try {
   row(`idle CPU over ${IDLE_WINDOW_S} s`, `${cpuPct.toFixed(2)} % of a core`, "target ≤ 1 %");
   const baseline = procStatus(pid);
 
-  // 1,000 concurrent scrapes.
+  // 1,000 concurrent scrapes, on a client whose connections are closed afterwards.
+  const client = Deno.createHttpClient({});
   const scrape = async () => {
-    const r = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    const r = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { client });
     const t = await r.text();
     return r.status === 200 && t.includes("sigma_ports_total");
   };
@@ -115,6 +123,7 @@ try {
   // 100 concurrent allocations of 1 port each.
   const alloc = async () => {
     const r = await fetch(`http://127.0.0.1:${metricsPort}/ports/allocate`, {
+      client,
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ count: 1 }),
@@ -132,13 +141,17 @@ try {
     "no duplicates",
   );
 
-  await new Promise((r) => setTimeout(r, 2000));
+  client.close();
+  await new Promise((r) => setTimeout(r, 5000));
   const after = procStatus(pid);
   row(
     "RSS after load vs before",
     `${(after.rssKb / 1024).toFixed(1)} vs ${(baseline.rssKb / 1024).toFixed(1)} MB`,
   );
   row("open fds after load vs before", `${after.fds} vs ${baseline.fds}`, "back to baseline");
+  await new Promise((r) => setTimeout(r, 30_000));
+  const later = procStatus(pid);
+  row("RSS 30 s after load", `${(later.rssKb / 1024).toFixed(1)} MB`, "back towards baseline");
 } finally {
   await agent.stop();
   await api.close();

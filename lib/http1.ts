@@ -30,7 +30,7 @@ export interface Http1Limits {
   maxHeaderBytes: number;
   /** Largest request body (default 64 KiB). */
   maxBodyBytes: number;
-  /** Concurrent connections; more are refused with 503 (default 512). */
+  /** Concurrent connections; more are refused with 503 (default 2048). */
   maxConnections: number;
 }
 
@@ -41,7 +41,7 @@ export const DEFAULT_LIMITS: Http1Limits = {
   idleTimeoutMs: 30_000,
   maxHeaderBytes: 16 * 1024,
   maxBodyBytes: 64 * 1024,
-  maxConnections: 512,
+  maxConnections: 2048,
 };
 
 /** Request handler. */
@@ -119,6 +119,8 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
 /** One connection: reads requests in a loop under the limits. */
 class Connection {
   #buf = new Uint8Array(0);
+  /** Read buffer, reused for every read of this connection. */
+  #chunk: Uint8Array | undefined;
   #closed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timedOut: string | undefined;
@@ -161,7 +163,7 @@ class Connection {
 
   /** Reads more bytes into the buffer; false on EOF or close. */
   async #fill(): Promise<boolean> {
-    const chunk = new Uint8Array(16 * 1024);
+    const chunk = (this.#chunk ??= new Uint8Array(4096));
     let n: number | null;
     try {
       n = await this.conn.read(chunk);

@@ -56,12 +56,19 @@ export interface RunningHttpServer {
 
 /** Builds the request handler (exposed for tests that need no socket). */
 export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">) {
+  // Single flight: scrapes that arrive while a render is under way share its result, so a burst
+  // of scrapers costs one render, not one each.
+  let inFlight: Promise<string> | undefined;
+  const renderMetrics = (): Promise<string> => {
+    inFlight ??= opts.metrics.registry.metrics().finally(() => (inFlight = undefined));
+    return inFlight;
+  };
   const builtins: HttpRoute[] = [
     {
       path: "/metrics",
       methods: ["GET", "HEAD"],
       handler: async () =>
-        new Response(await opts.metrics.registry.metrics(), {
+        new Response(await renderMetrics(), {
           headers: { "content-type": opts.metrics.registry.contentType },
         }),
     },
