@@ -110,7 +110,14 @@ Deno.test("launcher: install.sh builds a tree whose launcher runs the agent", as
       ignore: Deno.uid() !== 0 || !which("setpriv"),
       fn: async () => {
         const cache = await Deno.makeTempDir({ prefix: "sigma-ro-cache-" });
+        // The test runner's deno may sit under /root (npx's cache), which the unprivileged user
+        // cannot reach; give it a copy it can execute, as the image's /usr/local/bin would be.
+        const bin = await Deno.makeTempDir({ prefix: "sigma-deno-bin-" });
+        const deno = `${bin}/deno`;
         try {
+          await Deno.copyFile(Deno.execPath(), deno);
+          await Deno.chmod(deno, 0o755);
+          await Deno.chmod(bin, 0o755);
           await Deno.chmod(cache, 0o555);
           await Deno.chmod(prefix, 0o755);
           const r = await run("setpriv", [
@@ -120,7 +127,7 @@ Deno.test("launcher: install.sh builds a tree whose launcher runs the agent", as
             "env",
             "-i",
             "PATH=/usr/bin:/bin",
-            `DENO=${Deno.execPath()}`,
+            `DENO=${deno}`,
             `DENO_DIR=${cache}`,
             launcher,
             "--version",
@@ -129,6 +136,7 @@ Deno.test("launcher: install.sh builds a tree whose launcher runs the agent", as
           assert.equal(r.stdout.trim(), `sigma-agent ${VERSION}`);
         } finally {
           await Deno.remove(cache, { recursive: true });
+          await Deno.remove(bin, { recursive: true });
         }
       },
     });
