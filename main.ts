@@ -8,7 +8,7 @@
  */
 
 import { SigmaClient } from "./lib/api/client.ts";
-import { DevApi } from "./lib/api/dev_server.ts";
+import { DEMO_STATIC_ENVOY_YAML, DevApi } from "./lib/api/dev_server.ts";
 import { Lifecycle } from "./lib/agent/lifecycle.ts";
 import { type Config, ConfigError, envNames, parseConfig, VERSION } from "./lib/config.ts";
 import type { AgentContext, Feature } from "./lib/context.ts";
@@ -193,31 +193,6 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   return exitCode;
 }
 
-/** A demo static envoy.yaml for `deno task dev`, written only when the file does not exist. */
-const DEV_ENVOY_YAML =
-  `# Demo Envoy static config written by \`deno task dev\`; edit it and watch the agent re-sync.
-static_resources:
-  listeners:
-  - name: demo_tcp
-    address: { socket_address: { address: 0.0.0.0, port_value: 10443 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: demo_tcp
-          cluster: demo_backend
-  clusters:
-  - name: demo_backend
-    type: STATIC
-    connect_timeout: 5s
-    load_assignment:
-      cluster_name: demo_backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8443 } } }
-`;
-
 async function seedDevEnvoyConfig(paths: string[], log: Logger): Promise<void> {
   const path = paths.find((p) => !/[*?[]/.test(p));
   if (!path) return;
@@ -226,7 +201,7 @@ async function seedDevEnvoyConfig(paths: string[], log: Logger): Promise<void> {
   } catch {
     try {
       await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || ".", { recursive: true });
-      await Deno.writeTextFile(path, DEV_ENVOY_YAML);
+      await Deno.writeTextFile(path, DEMO_STATIC_ENVOY_YAML);
       log.info("wrote a demo envoy config for static sync", { path });
     } catch (e) {
       log.warn("could not write the demo envoy config", { path, error: (e as Error).message });

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { DevApi } from "../lib/api/dev_server.ts";
+import { DEMO_STATIC_ENVOY_YAML, DevApi } from "../lib/api/dev_server.ts";
 import { freePort, openFds, readProc, spawnAgent, waitFor } from "../tests/helpers.ts";
 
 const IDLE_WINDOW_S = Number(Deno.env.get("IDLE_WINDOW_S") ?? 30);
@@ -36,28 +36,7 @@ const row = (what: string, value: string, target = "") => {
 const api = new DevApi({ seedDemo: true });
 const url = api.listen({ hostname: "127.0.0.1", port: 0 });
 const envoyDir = await Deno.makeTempDir({ prefix: "sigma-bench-envoy-" });
-await Deno.writeTextFile(
-  `${envoyDir}/envoy.yaml`,
-  `static_resources:
-  listeners:
-  - name: l1
-    address: { socket_address: { address: 0.0.0.0, port_value: 10443 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: l1
-          cluster: c1
-  clusters:
-  - name: c1
-    type: STATIC
-    connect_timeout: 5s
-    load_assignment:
-      cluster_name: c1
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.2, port_value: 443 } } } }] }]
-`,
-);
+await Deno.writeTextFile(`${envoyDir}/envoy.yaml`, DEMO_STATIC_ENVOY_YAML);
 const metricsPort = freePort();
 const xdsPort = freePort();
 // Pass allocator tuning through to the agent exactly as a unit file or container would set it.

@@ -19,6 +19,7 @@
  */
 
 import { stringify } from "yaml";
+import { isIpLiteral } from "./host/ips.ts";
 
 /** Name of the static cluster that points at the agent (the static sync skips it by name). */
 export const XDS_CLUSTER_NAME = "xds_cluster";
@@ -57,19 +58,8 @@ export class BootstrapOptionError extends Error {
   override name = "BootstrapOptionError";
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const DNS_NAME =
   /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$/;
-
-function isIpv6(s: string): boolean {
-  if (!s.includes(":") || /[^0-9a-fA-F:.]/.test(s)) return false;
-  try {
-    new URL(`http://[${s}]/`);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Classifies an xDS address: an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
 function resolveXdsAddress(raw: string): { address: string; isIp: boolean } {
@@ -77,7 +67,7 @@ function resolveXdsAddress(raw: string): { address: string; isIp: boolean } {
   if (a.startsWith("[") && a.endsWith("]")) a = a.slice(1, -1);
   if (a === "0.0.0.0") return { address: "127.0.0.1", isIp: true };
   if (a === "::" || a === "::0") return { address: "::1", isIp: true };
-  if (IPV4.test(a) || isIpv6(a)) return { address: a, isIp: true };
+  if (isIpLiteral(a)) return { address: a, isIp: true };
   // All-numeric names are mistyped IPv4 addresses, not host names.
   if (DNS_NAME.test(a) && !/^[\d.]+$/.test(a)) return { address: a, isIp: false };
   throw new BootstrapOptionError(
@@ -126,7 +116,7 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
   const xdsPort = checkPort("xds-port", opts.xdsPort ?? BOOTSTRAP_DEFAULTS.xdsPort, false);
   const adminPort = checkPort("admin-port", opts.adminPort ?? BOOTSTRAP_DEFAULTS.adminPort, true);
   const adminAddr = opts.adminAddr ?? BOOTSTRAP_DEFAULTS.adminAddr;
-  if (!IPV4.test(adminAddr) && !isIpv6(adminAddr)) {
+  if (!isIpLiteral(adminAddr)) {
     throw new BootstrapOptionError(
       `invalid admin address ${JSON.stringify(adminAddr)}: not an IP address`,
     );

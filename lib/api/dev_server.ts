@@ -16,6 +16,7 @@
  * @module
  */
 
+import { isIpLiteral } from "../host/ips.ts";
 import type { EnvoyNode, EnvoyRoute, IpAddress } from "./types.ts";
 
 /** A stored VPS row (the subset the dev API keeps). */
@@ -88,18 +89,30 @@ function isUuid(s: string): boolean {
   return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s);
 }
 
-function isIpLiteral(s: string): boolean {
-  if (/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s)) {
-    return s.split(".").every((p) => Number(p) <= 255 && String(Number(p)) === p);
-  }
-  if (!s.includes(":") || /[^0-9a-fA-F:.]/.test(s)) return false;
-  try {
-    new URL(`http://[${s}]/`);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** A demo static envoy.yaml (one TCP proxy) for `deno task dev` and the benchmarks. */
+export const DEMO_STATIC_ENVOY_YAML =
+  `# Demo Envoy static config written by \`deno task dev\`; edit it and watch the agent re-sync.
+static_resources:
+  listeners:
+  - name: demo_tcp
+    address: { socket_address: { address: 0.0.0.0, port_value: 10443 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: demo_tcp
+          cluster: demo_backend
+  clusters:
+  - name: demo_backend
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: demo_backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8443 } } }
+`;
 
 /** The in-memory sigma-api. */
 export class DevApi {

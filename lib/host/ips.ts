@@ -12,6 +12,7 @@
  * @module
  */
 
+import { isIP } from "node:net";
 import type { IpAddress } from "../api/types.ts";
 
 /** The fields of `Deno.NetworkInterfaceInfo` used here. */
@@ -19,6 +20,20 @@ export interface InterfaceAddress {
   name: string;
   family: "IPv4" | "IPv6";
   address: string;
+}
+
+/**
+ * Whether `s` is a plain IPv4 or IPv6 literal: no CIDR suffix, brackets or zone id (what
+ * sigma-api accepts in `ip_addresses`).
+ *
+ * @example
+ * ```ts
+ * isIpLiteral("2001:db8::1"); // true
+ * isIpLiteral("[::1]"); // false
+ * ```
+ */
+export function isIpLiteral(s: string): boolean {
+  return !s.includes("%") && isIP(s) !== 0;
 }
 
 /** Interface names of container and overlay bridges, never host addresses. */

@@ -13,7 +13,7 @@
  */
 
 import type { Logger } from "../log.ts";
-import { isLoopbackOrLinkLocal } from "./ips.ts";
+import { isIpLiteral, isLoopbackOrLinkLocal } from "./ips.ts";
 
 /** Options of {@linkcode PublicIpResolver}. */
 export interface PublicIpOptions {
@@ -22,19 +22,6 @@ export interface PublicIpOptions {
   refreshMs?: number;
   log?: Logger;
   now?: () => number;
-}
-
-/** Whether `s` is a plain IPv4 or IPv6 literal. */
-export function isIpLiteral(s: string): boolean {
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (v4) return v4.slice(1).every((x) => Number(x) <= 255);
-  if (!s.includes(":") || /[^0-9a-fA-F:.]/.test(s)) return false;
-  try {
-    new URL(`http://[${s}]/`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Looks up and caches the public IP. */
