@@ -10,6 +10,7 @@ import {
   exportedNames,
   parseExposition,
   promqlSelectors,
+  promtoolCheckMetrics,
   requireTool,
   ROOT,
   run,
@@ -119,20 +120,11 @@ Deno.test({
   async fn() {
     const promtool = requireTool("promtool", "prometheus");
     const text = await scrapeRealAgent();
-    const child = new Deno.Command(promtool, {
-      args: ["check", "metrics"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(text));
-    await writer.close();
-    const out = await child.output();
-    const report = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    const out = await promtoolCheckMetrics(promtool, text);
+    const report = out.report;
     // Exit 3 means lint findings only (1 would be a parse error). The one finding allowed is
     // the seed's gauge name `sigma_ports_total`, kept because existing dashboards query it.
-    const findings = report.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+    const findings = out.findings;
     assert.deepEqual(findings, [
       'sigma_ports_total non-counter metrics should not have "_total" suffix',
     ], report);

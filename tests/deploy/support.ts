@@ -45,6 +45,29 @@ export function requireTool(tool: string, pkg: string): string {
   return path;
 }
 
+/**
+ * Pipes an exposition text through `promtool check metrics`. Exit 3 means lint findings only
+ * (1 would be a parse error); `findings` are its non-empty report lines.
+ */
+export async function promtoolCheckMetrics(
+  promtool: string,
+  text: string,
+): Promise<{ code: number; report: string; findings: string[] }> {
+  const child = new Deno.Command(promtool, {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const out = await child.output();
+  const report = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const findings = report.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  return { code: out.code, report, findings };
+}
+
 /** Output of a finished command. */
 export interface RunResult {
   code: number;
