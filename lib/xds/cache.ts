@@ -18,7 +18,12 @@
  * @module
  */
 
-import { type BuiltResource, CLUSTER_TYPE_URL, LISTENER_TYPE_URL } from "./resources.ts";
+import {
+  type BuiltResource,
+  type BuiltResources,
+  CLUSTER_TYPE_URL,
+  LISTENER_TYPE_URL,
+} from "./resources.ts";
 
 /** The resource kinds we serve, used as metric labels too. */
 export type XdsType = "cds" | "lds";
@@ -61,6 +66,11 @@ export interface Snapshot {
   readonly version: string;
   /** Resources by kind, keyed by resource name. */
   readonly resources: Readonly<Record<XdsType, ReadonlyMap<string, XdsResource>>>;
+  /**
+   * The clusters each listener forwards to. A listener missing here is treated as possibly using
+   * any cluster (its LDS push always waits for the CDS ACK).
+   */
+  readonly listenerClusters: ReadonlyMap<string, readonly string[]>;
   /** `performance.now()` when the snapshot was installed (push latency). */
   readonly installedAt: number;
   /** Wall-clock ms when the snapshot was installed. */
@@ -73,6 +83,36 @@ export interface SnapshotInput {
   version: string;
   clusters: readonly XdsResource[];
   listeners: readonly XdsResource[];
+  /** Listener name → cluster names it uses (see {@linkcode Snapshot.listenerClusters}). */
+  listenerClusters?: ReadonlyMap<string, readonly string[]>;
+}
+
+/**
+ * The snapshot input of one node from the builders' output. The builders emit one cluster and one
+ * listener per accepted route, in the same order, and a route's listener forwards to its cluster.
+ *
+ * @example
+ * ```ts
+ * import { buildResources } from "./resources.ts";
+ * const input = snapshotInput("edge-1", "7", buildResources([]));
+ * ```
+ */
+export function snapshotInput(
+  nodeId: string,
+  version: string,
+  built: BuiltResources,
+): SnapshotInput {
+  const listenerClusters = new Map<string, readonly string[]>();
+  if (built.clusters.length === built.listeners.length) {
+    built.listeners.forEach((l, i) => listenerClusters.set(l.name, [built.clusters[i].name]));
+  }
+  return {
+    nodeId,
+    version,
+    clusters: built.clusters,
+    listeners: built.listeners,
+    listenerClusters,
+  };
 }
 
 /** Called with the node's new snapshot, or `undefined` when the node was dropped. */
@@ -125,6 +165,7 @@ export class SnapshotCache {
       nodeId: input.nodeId,
       version: input.version,
       resources: { cds: intern("cds", input.clusters), lds: intern("lds", input.listeners) },
+      listenerClusters: input.listenerClusters ?? new Map(),
       installedAt: performance.now(),
       installedAtMs: Date.now(),
     };

@@ -29,7 +29,7 @@ import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import { jittered, sleep } from "../schedule.ts";
 import type { StateStore } from "../state_store.ts";
-import type { SnapshotCache } from "./cache.ts";
+import { type SnapshotCache, snapshotInput } from "./cache.ts";
 import { buildResources, type BuiltResources } from "./resources.ts";
 
 /** The state-dir file holding the last good snapshot (its routes) of every node. */
@@ -253,12 +253,7 @@ export class SnapshotPoller {
         reason: s.reason,
       });
     }
-    this.#o.cache.set({
-      nodeId,
-      version: src.version,
-      clusters: built.clusters,
-      listeners: built.listeners,
-    });
+    this.#o.cache.set(snapshotInput(nodeId, src.version, built));
     this.#sources.set(nodeId, src);
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);

@@ -11,9 +11,11 @@
  *   last sent: an ACK never triggers a resend, and a NACKed set stays parked until the snapshot
  *   changes it;
  * - nothing is sent before the node's snapshot is known (never an empty set by default);
- * - clusters go first: LDS waits for the ACK (or NACK) of an in-flight CDS response, at most
- *   `cdsAckTimeoutMs`; clusters that left the snapshot stay in CDS until the LDS that stopped using
- *   them has been ACKed ("make before break").
+ * - clusters go first: a CDS push precedes the LDS push of the same change, and while it is in
+ *   flight LDS waits for its ACK (or NACK), at most `cdsAckTimeoutMs` — unless every cluster the
+ *   new listeners use is one the client already confirmed (then no listener can point at a missing
+ *   cluster and there is nothing to wait for); clusters that left the snapshot stay in CDS until
+ *   the LDS that stopped using them has been ACKed ("make before break").
  *
  * @example
  * ```ts
@@ -111,11 +113,24 @@ export interface StreamOptions {
   cdsAckTimeoutMs?: number;
 }
 
-/** What the client holds (or was last sent) of one resource. */
-interface Held {
+/**
+ * What the client holds (or was last sent) of one resource: the resource object we sent, or just
+ * its version (Delta `initial_resource_versions`).
+ */
+type Held = XdsResource | string;
+
+function versionOf(h: Held): string {
+  return typeof h === "string" ? h : h.hash;
+}
+
+/** A response awaiting its ACK or NACK. */
+interface Pending {
   version: string;
-  /** The resource object, when we sent it (absent for Delta `initial_resource_versions`). */
-  resource?: XdsResource;
+  sentAt: number;
+  /** SotW: the whole response (never mutated). Delta: the names it added or changed. */
+  names: ReadonlyMap<string, unknown> | readonly string[];
+  /** Delta: the names it removed. */
+  removed: string[];
 }
 
 /** Per-type protocol state of one stream. */
@@ -124,14 +139,22 @@ interface TypeState {
   wildcard: boolean;
   names: Set<string>;
   subscribedAt: number;
-  /** SotW: what the last response contained. Delta: what the client is believed to hold. */
-  held: Map<string, Held>;
+  /**
+   * SotW: what the last response contained (a map never mutated; often the snapshot's own).
+   * Delta: what the client is believed to hold (a map owned and updated by this stream).
+   */
+  held: ReadonlyMap<string, Held>;
   /** Whether a response was sent since the subscription began. */
   sentOnce: boolean;
   /** SotW: the latest nonce sent for this type (`""` before the first response). */
   lastNonce: string;
   /** Responses awaiting ACK/NACK: nonce → version label and send time. */
-  pending: Map<string, { version: string; sentAt: number }>;
+  pending: Map<string, Pending>;
+  /**
+   * Names the client has confirmed holding (ACKed, or reported in `initial_resource_versions`).
+   * Used for CDS: an LDS push that only uses confirmed clusters need not wait for a CDS ACK.
+   */
+  confirmed: ReadonlySet<string> | ReadonlyMap<string, unknown>;
   ackedVersion: string | undefined;
   /** A NACK arrived and no ACK since: the client holds something older than `held`. */
   nacked: boolean;
@@ -162,6 +185,7 @@ function newTypeState(): TypeState {
     sentOnce: false,
     lastNonce: "",
     pending: new Map(),
+    confirmed: new Set(),
     ackedVersion: undefined,
     nacked: false,
   };
@@ -257,9 +281,12 @@ export class XdsStream {
       s.subscribedAt = this.#now();
       // The first request's empty subscribe list means wildcard (xDS "legacy wildcard").
       s.wildcard = req.subscribe.length === 0;
+      const held = new Map<string, Held>();
       for (const [name, version] of Object.entries(req.initialVersions)) {
-        s.held.set(name, { version });
+        held.set(name, version);
+        this.#ownConfirmed(s).add(name);
       }
+      s.held = held;
       step.events.push({ kind: "subscribed", type, wildcard: s.wildcard, names: [] });
     }
     if (req.responseNonce !== "") {
@@ -275,10 +302,14 @@ export class XdsStream {
       if (name === "*") s.wildcard = false;
       else s.names.delete(name);
       // The client dropped it itself: no removal to send later.
-      if (name !== "*") s.held.delete(name);
+      if (name !== "*") {
+        this.#ownHeld(s).delete(name);
+        this.#ownConfirmed(s).delete(name);
+      }
     }
     if (!s.wildcard) {
-      for (const name of [...s.held.keys()]) if (!s.names.has(name)) s.held.delete(name);
+      const held = this.#ownHeld(s);
+      for (const name of [...held.keys()]) if (!s.names.has(name)) held.delete(name);
     }
     this.#plan(step);
     return step;
@@ -353,15 +384,21 @@ export class XdsStream {
     } else {
       s.nacked = false;
       s.ackedVersion = sent.version;
+      if (this.mode === "sotw") s.confirmed = sent.names as ReadonlyMap<string, unknown>;
+      else {
+        const confirmed = this.#ownConfirmed(s);
+        for (const name of sent.names as readonly string[]) confirmed.add(name);
+        for (const name of sent.removed) confirmed.delete(name);
+      }
       step.events.push({ kind: "ack", type, version: sent.version, nonce });
     }
   }
 
   /** The resources of `type` the client should hold now (its subscription applied). */
-  #desired(type: XdsType): Map<string, XdsResource> {
+  #desired(type: XdsType): ReadonlyMap<string, XdsResource> {
     const all = this.#snapshot!.resources[type];
     const s = this.#state[type];
-    if (s.wildcard) return new Map(all);
+    if (s.wildcard) return all;
     const out = new Map<string, XdsResource>();
     for (const name of s.names) {
       const r = all.get(name);
@@ -387,13 +424,24 @@ export class XdsStream {
   }
 
   /** Whether the client holds exactly `target` (by name and content version). */
-  #heldEquals(s: TypeState, target: ReadonlyMap<string, Held | XdsResource>): boolean {
+  #heldEquals(s: TypeState, target: ReadonlyMap<string, Held>): boolean {
+    if (s.held === target) return true;
     if (s.held.size !== target.size) return false;
     for (const [name, r] of target) {
-      const version = "hash" in r ? r.hash : r.version;
-      if (s.held.get(name)?.version !== version) return false;
+      const h = s.held.get(name);
+      if (h !== r && (h === undefined || versionOf(h) !== versionOf(r))) return false;
     }
     return true;
+  }
+
+  /** Delta: the stream's own, mutable `held` map (the only kind Delta ever stores). */
+  #ownHeld(s: TypeState): Map<string, Held> {
+    return s.held as Map<string, Held>;
+  }
+
+  /** Delta: the stream's own, mutable `confirmed` set (SotW stores the ACKed response's map). */
+  #ownConfirmed(s: TypeState): Set<string> {
+    return s.confirmed as Set<string>;
   }
 
   /** When LDS may go out: `undefined` = now, else the time the CDS wait ends. */
@@ -416,7 +464,7 @@ export class XdsStream {
       if (!this.types.includes(type) || !this.#state[type].subscribed) continue;
       if (type === "lds") {
         const gate = this.#ldsGate(now);
-        if (gate !== undefined) {
+        if (gate !== undefined && !this.#ldsUsesConfirmedClustersOnly()) {
           if (this.#ldsWanted()) step.wakeAt = Math.min(step.wakeAt ?? Infinity, gate);
           continue;
         }
@@ -428,6 +476,22 @@ export class XdsStream {
     }
   }
 
+  /**
+   * Whether every cluster the listeners to send use is one the client has already confirmed: then
+   * a listener can never point at a missing cluster, and the LDS push need not wait for the ACK
+   * of the CDS push in flight (which only updates those clusters in place).
+   */
+  #ldsUsesConfirmedClustersOnly(): boolean {
+    const confirmed = this.#state.cds.confirmed;
+    const refs = this.#snapshot!.listenerClusters;
+    for (const name of this.#desired("lds").keys()) {
+      const used = refs.get(name);
+      if (!used) return false; // unknown: assume the worst
+      for (const cluster of used) if (!confirmed.has(cluster)) return false;
+    }
+    return true;
+  }
+
   /** Whether LDS has something to send (used only to decide whether to ask for a timer). */
   #ldsWanted(): boolean {
     const s = this.#state.lds;
@@ -437,16 +501,18 @@ export class XdsStream {
 
   #planSotw(type: XdsType, now: number, step: Step): Push | undefined {
     const s = this.#state[type];
-    const target = new Map<string, Held>();
-    for (const [name, r] of this.#desired(type)) target.set(name, { version: r.hash, resource: r });
+    let target: ReadonlyMap<string, XdsResource> = this.#desired(type);
     let retained = 0;
     if (type === "cds" && s.sentOnce) {
-      const stale = [...s.held].filter(([name, h]) =>
-        !target.has(name) && h.resource && (s.wildcard || s.names.has(name))
-      );
+      const stale: [string, XdsResource][] = [];
+      for (const [name, h] of s.held) {
+        if (!target.has(name) && typeof h !== "string" && (s.wildcard || s.names.has(name))) {
+          stale.push([name, h]);
+        }
+      }
       // Make before break: keep clusters the listeners Envoy may still run point at.
       if (stale.length > 0 && !this.#ldsSettled(now, step)) {
-        for (const [name, h] of stale) target.set(name, h);
+        target = new Map([...target, ...stale]);
         retained = stale.length;
       }
     }
@@ -457,13 +523,13 @@ export class XdsStream {
     s.sentOnce = true;
     s.lastNonce = nonce;
     s.pending.clear(); // SotW: only the latest response can be ACKed.
-    s.pending.set(nonce, { version, sentAt: now });
+    s.pending.set(nonce, { version, sentAt: now, names: target, removed: [] });
     return {
       type,
       typeUrl: TYPE_URLS[type],
       nonce,
       version,
-      resources: [...target.values()].map((h) => h.resource!),
+      resources: [...target.values()],
       removed: [],
       latencyMs: now - Math.max(this.#snapshot!.installedAt, s.subscribedAt),
     };
@@ -473,7 +539,10 @@ export class XdsStream {
     const s = this.#state[type];
     const desired = this.#desired(type);
     const changed: XdsResource[] = [];
-    for (const [name, r] of desired) if (s.held.get(name)?.version !== r.hash) changed.push(r);
+    for (const [name, r] of desired) {
+      const h = s.held.get(name);
+      if (h !== r && (h === undefined || versionOf(h) !== r.hash)) changed.push(r);
+    }
     const removed: string[] = [];
     const stale = [...s.held.keys()].filter((name) => !desired.has(name));
     // Make before break: a cluster goes only once the listeners that used it are gone.
@@ -481,12 +550,13 @@ export class XdsStream {
     // The first response of a subscription goes out even when empty: Envoy waits for it.
     if (s.sentOnce && changed.length === 0 && removed.length === 0) return undefined;
     const nonce = this.#nonce();
-    for (const r of changed) s.held.set(r.name, { version: r.hash, resource: r });
-    for (const name of removed) s.held.delete(name);
+    const held = this.#ownHeld(s);
+    for (const r of changed) held.set(r.name, r);
+    for (const name of removed) held.delete(name);
     s.sentOnce = true;
     s.lastNonce = nonce;
     const version = this.#snapshot!.version;
-    s.pending.set(nonce, { version, sentAt: now });
+    s.pending.set(nonce, { version, sentAt: now, names: changed.map((r) => r.name), removed });
     // A client that never answers must not grow the map without bound.
     if (s.pending.size > MAX_PENDING_DELTA) s.pending.delete(s.pending.keys().next().value!);
     return {

@@ -2,14 +2,15 @@
  * The xDS gRPC server: `envoy.service.discovery.v3.AggregatedDiscoveryService`
  * (`StreamAggregatedResources`, `DeltaAggregatedResources`) plus the per-type
  * `ClusterDiscoveryService` and `ListenerDiscoveryService` (SotW and Delta) for Envoys that do not
- * use ADS. Messages are (de)serialized with the protobuf-es code generated from `proto/`; no
- * proto-loader at runtime.
+ * use ADS. Messages are (de)serialized with the protobuf-es code generated from `proto/`; the
+ * transport is the small gRPC server of `grpc_transport.ts` on `Deno.serve` (see there why not
+ * grpc-js).
  *
- * Each gRPC stream gets an {@linkcode XdsStream} state machine (`protocol.ts`) that decides what
- * to send; this module only moves messages, watches the node's snapshot in the
- * {@linkcode SnapshotCache}, keeps the timers the state machine asks for, and records metrics,
- * NACK log lines and per-node status. Stream state is freed when the stream ends; a periodic
- * sweep frees any stream whose end was never reported.
+ * Each call gets an {@linkcode XdsStream} state machine (`protocol.ts`) that decides what to send;
+ * this module only moves messages, watches the node's snapshot in the {@linkcode SnapshotCache},
+ * keeps the timers the state machine asks for, and records metrics, NACK log lines and per-node
+ * status. Stream state is freed when the call ends; a periodic sweep frees any stream whose end
+ * was never reported.
  *
  * @example
  * ```ts
@@ -24,23 +25,13 @@
  * @module
  */
 
-import * as grpc from "@grpc/grpc-js";
-import {
-  create,
-  type DescMessage,
-  fromBinary,
-  type MessageShape,
-  toBinary,
-} from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import {
   type DeltaDiscoveryRequest,
   DeltaDiscoveryRequestSchema,
-  DeltaDiscoveryResponseSchema,
   type DiscoveryRequest,
   DiscoveryRequestSchema,
-  DiscoveryResponseSchema,
-  ResourceSchema,
 } from "../../proto/gen/envoy/service/discovery/v3/discovery_pb.ts";
 import { AggregatedDiscoveryService } from "../../proto/gen/envoy/service/discovery/v3/ads_pb.ts";
 import { ClusterDiscoveryService } from "../../proto/gen/envoy/service/cluster/v3/cds_pb.ts";
@@ -49,7 +40,9 @@ import { VERSION } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type { SnapshotCache, XdsType } from "./cache.ts";
+import { type BidiCall, type BidiMethod, GrpcServer, GrpcStatus } from "./grpc_transport.ts";
 import { type ErrorDetail, type Push, type Step, type StreamMode, XdsStream } from "./protocol.ts";
+import { encodeDeltaResponse, encodeSotwResponse } from "./wire.ts";
 
 /** The metrics the server records. */
 export type XdsMetrics = Pick<
@@ -66,10 +59,6 @@ export interface XdsServerOptions {
   onUnknownNode?: (nodeId: string) => void;
   /** Longest wait for a CDS ACK before LDS goes anyway, ms (default 5000). */
   cdsAckTimeoutMs?: number;
-  /** Server keepalive ping interval, ms (default 30 000). */
-  keepaliveTimeMs?: number;
-  /** Time to wait for a keepalive ping's answer before closing the connection, ms (default 10 000). */
-  keepaliveTimeoutMs?: number;
   /** Interval of the sweep that frees streams whose end was never reported, ms (default 60 000). */
   sweepIntervalMs?: number;
 }
@@ -85,7 +74,8 @@ interface NodeStats {
   streams: number;
   acked: Partial<Record<XdsType, AckInfo>>;
   lastNack?: { type: XdsType; version: string; error: string; at: string };
-  lastPushAt?: string;
+  /** Epoch ms (formatted only when `/status` is read: pushes are hot). */
+  lastPushAt?: number;
 }
 
 /** What `/status` shows for one node. */
@@ -100,12 +90,15 @@ export interface NodeStatus {
   last_push_at: string | null;
 }
 
-type AnyCall = grpc.ServerDuplexStream<unknown, unknown>;
+type XdsRequest = DiscoveryRequest | DeltaDiscoveryRequest;
+/** Responses are written already serialized (see `wire.ts`). */
+type XdsResponse = Uint8Array;
+type XdsCall = BidiCall<XdsRequest, XdsResponse>;
 
 /** One live gRPC stream. */
 interface LiveStream {
   id: number;
-  call: AnyCall;
+  call: XdsCall;
   machine: XdsStream;
   nodeId?: string;
   unwatch?: () => void;
@@ -114,75 +107,40 @@ interface LiveStream {
   closed: boolean;
 }
 
-function serializer<D extends DescMessage>(schema: D) {
-  return {
-    serialize: (m: MessageShape<D>): Buffer => {
-      const bytes = toBinary(schema, m);
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    },
-    deserialize: (b: Buffer): MessageShape<D> => fromBinary(schema, b),
-  };
+function methodPath(service: GenService<never>, localName: string): string {
+  const method = (service.method as Record<string, { name: string }>)[localName];
+  return `/${service.typeName}/${method.name}`;
 }
 
-const sotwRequest = serializer(DiscoveryRequestSchema);
-const sotwResponse = serializer(DiscoveryResponseSchema);
-const deltaRequest = serializer(DeltaDiscoveryRequestSchema);
-const deltaResponse = serializer(DeltaDiscoveryResponseSchema);
-
-/** A grpc-js method definition for one bidi xDS method of a generated service. */
-function methodDefinition(
-  service: GenService<never>,
-  localName: string,
-): grpc.MethodDefinition<unknown, unknown> {
-  const method =
-    (service.method as Record<string, { name: string; input: DescMessage }>)[localName];
-  const delta = method.input.typeName === DeltaDiscoveryRequestSchema.typeName;
-  const req = delta ? deltaRequest : sotwRequest;
-  const res = delta ? deltaResponse : sotwResponse;
-  return {
-    path: `/${service.typeName}/${method.name}`,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: req.serialize as (m: unknown) => Buffer,
-    requestDeserialize: req.deserialize,
-    responseSerialize: res.serialize as (m: unknown) => Buffer,
-    responseDeserialize: res.deserialize,
-  };
-}
-
-/**
- * grpc-js service definitions of every xDS method we serve, keyed by service. Exported so tests
- * and the benchmark build clients from the same definitions.
- */
-export const XDS_SERVICES = {
+/** The HTTP/2 paths of every xDS method we serve (clients in tests and the benchmark use them). */
+export const XDS_METHOD_PATHS = {
   ads: {
-    StreamAggregatedResources: methodDefinition(
-      AggregatedDiscoveryService as GenService<never>,
-      "streamAggregatedResources",
-    ),
-    DeltaAggregatedResources: methodDefinition(
-      AggregatedDiscoveryService as GenService<never>,
-      "deltaAggregatedResources",
-    ),
+    sotw: methodPath(AggregatedDiscoveryService as GenService<never>, "streamAggregatedResources"),
+    delta: methodPath(AggregatedDiscoveryService as GenService<never>, "deltaAggregatedResources"),
   },
   cds: {
-    StreamClusters: methodDefinition(
-      ClusterDiscoveryService as GenService<never>,
-      "streamClusters",
-    ),
-    DeltaClusters: methodDefinition(ClusterDiscoveryService as GenService<never>, "deltaClusters"),
+    sotw: methodPath(ClusterDiscoveryService as GenService<never>, "streamClusters"),
+    delta: methodPath(ClusterDiscoveryService as GenService<never>, "deltaClusters"),
   },
   lds: {
-    StreamListeners: methodDefinition(
-      ListenerDiscoveryService as GenService<never>,
-      "streamListeners",
-    ),
-    DeltaListeners: methodDefinition(
-      ListenerDiscoveryService as GenService<never>,
-      "deltaListeners",
-    ),
+    sotw: methodPath(ListenerDiscoveryService as GenService<never>, "streamListeners"),
+    delta: methodPath(ListenerDiscoveryService as GenService<never>, "deltaListeners"),
   },
 } as const;
+
+function codec<Req extends DescMessage>(req: Req) {
+  return {
+    decode: (b: Uint8Array) => fromBinary(req, b),
+    encode: (bytes: Uint8Array) => bytes,
+    framed: true, // `wire.ts` writes the gRPC message header itself
+  };
+}
+
+/** `control_plane.identifier` of every response. */
+const CONTROL_PLANE = `sigma-agent/${VERSION}`;
+
+const SOTW_CODEC = codec(DiscoveryRequestSchema);
+const DELTA_CODEC = codec(DeltaDiscoveryRequestSchema);
 
 function errorDetail(e: { code: number; message: string } | undefined): ErrorDetail | undefined {
   return e ? { code: e.code, message: e.message } : undefined;
@@ -191,11 +149,10 @@ function errorDetail(e: { code: number; message: string } | undefined): ErrorDet
 /** The xDS gRPC server. */
 export class XdsServer {
   readonly #o: XdsServerOptions;
-  readonly #server: grpc.Server;
+  readonly #server: GrpcServer;
   readonly #streams = new Map<number, LiveStream>();
   readonly #nodes = new Map<string, NodeStats>();
   readonly #bootId = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
-  readonly #controlPlane = { identifier: `sigma-agent/${VERSION}` };
   #nonceSeq = 0;
   #streamSeq = 0;
   #sweep: ReturnType<typeof setInterval> | undefined;
@@ -203,24 +160,22 @@ export class XdsServer {
 
   constructor(opts: XdsServerOptions) {
     this.#o = opts;
-    this.#server = new grpc.Server({
-      "grpc.keepalive_time_ms": opts.keepaliveTimeMs ?? 30_000,
-      "grpc.keepalive_timeout_ms": opts.keepaliveTimeoutMs ?? 10_000,
-      "grpc.keepalive_permit_without_calls": 1,
+    const method = (mode: StreamMode, types: XdsType[]): BidiMethod<XdsRequest, XdsResponse> => ({
+      ...(mode === "sotw" ? SOTW_CODEC : DELTA_CODEC),
+      handle: (call) => this.#accept(call, mode, types),
     });
-    const handler = (mode: StreamMode, types: XdsType[]) => (call: AnyCall) =>
-      this.#accept(call, mode, types);
-    this.#server.addService(XDS_SERVICES.ads, {
-      StreamAggregatedResources: handler("sotw", ["cds", "lds"]),
-      DeltaAggregatedResources: handler("delta", ["cds", "lds"]),
-    });
-    this.#server.addService(XDS_SERVICES.cds, {
-      StreamClusters: handler("sotw", ["cds"]),
-      DeltaClusters: handler("delta", ["cds"]),
-    });
-    this.#server.addService(XDS_SERVICES.lds, {
-      StreamListeners: handler("sotw", ["lds"]),
-      DeltaListeners: handler("delta", ["lds"]),
+    const p = XDS_METHOD_PATHS;
+    this.#server = new GrpcServer({
+      methods: {
+        [p.ads.sotw]: method("sotw", ["cds", "lds"]),
+        [p.ads.delta]: method("delta", ["cds", "lds"]),
+        [p.cds.sotw]: method("sotw", ["cds"]),
+        [p.cds.delta]: method("delta", ["cds"]),
+        [p.lds.sotw]: method("sotw", ["lds"]),
+        [p.lds.delta]: method("delta", ["lds"]),
+      },
+      onError: (e, path) =>
+        opts.log.warn("xds: gRPC call failed", { path, error: (e as Error)?.message ?? String(e) }),
     });
   }
 
@@ -231,46 +186,25 @@ export class XdsServer {
    * @throws when the address cannot be bound
    */
   async listen(host: string, port: number): Promise<number> {
-    const hostPart = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
-    const bound = await new Promise<number>((resolve, reject) =>
-      this.#server.bindAsync(
-        `${hostPart}:${port}`,
-        grpc.ServerCredentials.createInsecure(),
-        (err, p) =>
-          err
-            ? reject(new Error(`xDS server cannot listen on ${hostPart}:${port}: ${err.message}`))
-            : resolve(p),
-      )
-    );
-    this.#address = `${hostPart}:${bound}`;
+    let bound: number;
+    try {
+      bound = await this.#server.listen(host, port);
+    } catch (e) {
+      throw new Error(`xDS server cannot listen on ${host}:${port}: ${(e as Error).message}`);
+    }
+    this.#address = `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${bound}`;
     const every = this.#o.sweepIntervalMs ?? 60_000;
     this.#sweep = setInterval(() => this.sweep(), every);
     Deno.unrefTimer(this.#sweep);
     return bound;
   }
 
-  /** Ends every stream and stops the server within about `graceMs`. */
-  async stop(graceMs = 1000): Promise<void> {
+  /** Ends every stream (clients reconnect elsewhere or later) and closes the server. */
+  async stop(): Promise<void> {
     if (this.#sweep !== undefined) clearInterval(this.#sweep);
     this.#sweep = undefined;
-    for (const s of [...this.#streams.values()]) {
-      this.#close(s);
-      try {
-        s.call.end();
-      } catch {
-        // already gone
-      }
-    }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.#server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    for (const s of [...this.#streams.values()]) this.#close(s);
+    await this.#server.shutdown();
   }
 
   /** Open streams. */
@@ -282,7 +216,7 @@ export class XdsServer {
   sweep(): number {
     let freed = 0;
     for (const s of [...this.#streams.values()]) {
-      if (s.call.cancelled || s.call.destroyed) {
+      if (s.call.signal.aborted) {
         this.#close(s);
         freed++;
       }
@@ -304,7 +238,7 @@ export class XdsServer {
         listeners: snap?.resources.lds.size ?? 0,
         last_acked: st?.acked ?? {},
         last_nack: st?.lastNack ?? null,
-        last_push_at: st?.lastPushAt ?? null,
+        last_push_at: st?.lastPushAt === undefined ? null : new Date(st.lastPushAt).toISOString(),
       };
     });
     return { address: this.#address, streams: this.#streams.size, nodes };
@@ -312,7 +246,7 @@ export class XdsServer {
 
   #nonce = (): string => `${this.#bootId}.${(++this.#nonceSeq).toString(36)}`;
 
-  #accept(call: AnyCall, mode: StreamMode, types: XdsType[]): void {
+  #accept(call: XdsCall, mode: StreamMode, types: XdsType[]): void {
     const s: LiveStream = {
       id: ++this.#streamSeq,
       call,
@@ -325,24 +259,11 @@ export class XdsServer {
       closed: false,
     };
     this.#streams.set(s.id, s);
-    call.on("data", (msg: DiscoveryRequest | DeltaDiscoveryRequest) => {
-      try {
-        this.#onMessage(s, mode, msg);
-      } catch (e) {
-        this.#o.log.error("xds: stream failed", { node_id: s.nodeId, error: (e as Error).message });
-        this.#fail(s, grpc.status.INTERNAL, "internal error");
-      }
-    });
-    call.on("end", () => {
-      this.#close(s);
-      call.end();
-    });
-    call.on("cancelled", () => this.#close(s));
-    call.on("error", () => this.#close(s));
-    call.on("close", () => this.#close(s));
+    call.onEnd(() => this.#close(s));
+    call.onMessage((msg) => this.#onMessage(s, mode, msg));
   }
 
-  #onMessage(s: LiveStream, mode: StreamMode, msg: DiscoveryRequest | DeltaDiscoveryRequest): void {
+  #onMessage(s: LiveStream, mode: StreamMode, msg: XdsRequest): void {
     if (s.closed) return;
     const nodeId = msg.node?.id ?? "";
     if (s.nodeId === undefined && nodeId !== "") this.#attach(s, nodeId);
@@ -444,7 +365,7 @@ export class XdsServer {
     }
     for (const push of step.pushes) this.#write(s, push);
     if (step.error) {
-      this.#fail(s, grpc.status.INVALID_ARGUMENT, step.error);
+      this.#fail(s, GrpcStatus.INVALID_ARGUMENT, step.error);
       return;
     }
     if (step.wakeAt !== undefined) {
@@ -458,38 +379,32 @@ export class XdsServer {
 
   #write(s: LiveStream, push: Push): void {
     const msg = s.machine.mode === "sotw"
-      ? create(DiscoveryResponseSchema, {
-        versionInfo: push.version,
-        resources: push.resources.map((r) => r.any),
+      ? encodeSotwResponse({
+        version: push.version,
+        resources: push.resources,
         typeUrl: push.typeUrl,
         nonce: push.nonce,
-        controlPlane: this.#controlPlane,
-      })
-      : create(DeltaDiscoveryResponseSchema, {
-        systemVersionInfo: push.version,
-        resources: push.resources.map((r) =>
-          create(ResourceSchema, { name: r.name, version: r.hash, resource: r.any })
-        ),
+        controlPlane: CONTROL_PLANE,
+      }, true)
+      : encodeDeltaResponse({
+        systemVersion: push.version,
+        resources: push.resources,
         typeUrl: push.typeUrl,
         nonce: push.nonce,
-        removedResources: push.removed,
-        controlPlane: this.#controlPlane,
-      });
+        removed: push.removed,
+        controlPlane: CONTROL_PLANE,
+      }, true);
     s.call.write(msg);
     const nodeId = s.nodeId ?? "";
     this.#o.metrics?.xdsPushesTotal.inc({ node_id: nodeId, type: push.type });
     this.#o.metrics?.xdsPushLatency.observe({ type: push.type }, push.latencyMs / 1000);
-    this.#stats(nodeId).lastPushAt = new Date().toISOString();
+    this.#stats(nodeId).lastPushAt = Date.now();
   }
 
   /** Ends the stream with an error status. */
-  #fail(s: LiveStream, code: grpc.status, details: string): void {
+  #fail(s: LiveStream, code: number, details: string): void {
     this.#close(s);
-    try {
-      s.call.emit("error", { code, details });
-    } catch {
-      // the call is already gone
-    }
+    s.call.fail(code, details);
   }
 
   /** Frees everything the stream holds. Idempotent. */

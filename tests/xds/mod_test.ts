@@ -217,11 +217,11 @@ Deno.test("xds feature: what we send decodes with the upstream Envoy protos (Sot
       agent.ctx.board.snapshot().xds &&
       (agent.ctx.board.snapshot().xds as { nodes: unknown[] }).nodes.length === 1
     );
-    for (const method of ["StreamAggregatedResources", "DeltaAggregatedResources"] as const) {
+    for (const method of ["sotw", "delta"] as const) {
       const raw = rawAdsStream(agent.port, method);
       streams.push(raw);
       const got = new Promise<Uint8Array>((resolve) => raw.call.once("data", resolve));
-      const req = method === "StreamAggregatedResources"
+      const req = method === "sotw"
         ? toBinary(
           DiscoveryRequestSchema,
           create(DiscoveryRequestSchema, { node: { id: "edge" }, typeUrl: CDS }),
@@ -232,20 +232,17 @@ Deno.test("xds feature: what we send decodes with the upstream Envoy protos (Sot
         );
       raw.call.write(req);
       const bytes = await got;
-      const typeName = method === "StreamAggregatedResources"
-        ? "DiscoveryResponse"
-        : "DeltaDiscoveryResponse";
+      const typeName = method === "sotw" ? "DiscoveryResponse" : "DeltaDiscoveryResponse";
       const decoded = decodeAny(
         `type.googleapis.com/envoy.service.discovery.v3.${typeName}`,
         bytes,
       );
       const resources = decoded.resources as Record<string, unknown>[];
       assert.equal(resources.length, 3);
-      const cluster =
-        (method === "StreamAggregatedResources" ? resources[0] : resources[0].resource) as Record<
-          string,
-          unknown
-        >;
+      const cluster = (method === "sotw" ? resources[0] : resources[0].resource) as Record<
+        string,
+        unknown
+      >;
       assert.equal(cluster["@type"], CDS);
       assert.equal(cluster.name, "cluster-r0");
       assert.equal(decoded.type_url, CDS);
@@ -515,7 +512,7 @@ Deno.test("poller: a poll failing half-way keeps the wake-up of nodes already re
   } finally {
     c.close();
     signal.abort();
-    await server.stop(500);
+    await server.stop();
     await dev.close();
     await Deno.remove(dir, { recursive: true });
   }

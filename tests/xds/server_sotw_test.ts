@@ -174,6 +174,31 @@ Deno.test("sotw: CDS is ACKed before LDS goes; removed clusters stay until the L
   });
 });
 
+Deno.test("sotw: an LDS that only uses clusters the client already ACKed does not wait for the CDS ACK", async () => {
+  await withServer(async (env) => {
+    env.install("edge-1", "1", [route("a", 10001), route("b", 10002)]);
+    const c = env.sotw();
+    await handshake(c, "1");
+    // Same routes, new backend and listen ports: cluster-a/b change in place, listeners move.
+    env.install("edge-1", "2", [
+      route("a", 11001, { backend_port: 9001 }),
+      route("b", 11002, { backend_port: 9002 }),
+    ]);
+    const cds = await c.next();
+    assert.equal(cds.typeUrl, CDS);
+    assert.equal(cds.versionInfo, "2");
+    const lds = await c.next(); // no CDS ACK sent
+    assert.equal(lds.typeUrl, LDS);
+    assert.equal(lds.versionInfo, "2");
+    const ports = listenersOf(lds).map((l) =>
+      l.address?.address.case === "socketAddress"
+        ? l.address.address.value.portSpecifier.value
+        : undefined
+    );
+    assert.deepEqual(ports, [11001, 11002]);
+  });
+});
+
 Deno.test("sotw: a NACKed LDS keeps the clusters its old listeners use", async () => {
   await withServer(async (env) => {
     env.install("edge-1", "1", [route("a", 10001)]);

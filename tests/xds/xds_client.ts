@@ -7,14 +7,22 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import {
   type DeltaDiscoveryRequest,
   DeltaDiscoveryRequestSchema,
   type DeltaDiscoveryResponse,
+  DeltaDiscoveryResponseSchema,
   type DiscoveryRequest,
   DiscoveryRequestSchema,
   type DiscoveryResponse,
+  DiscoveryResponseSchema,
 } from "../../proto/gen/envoy/service/discovery/v3/discovery_pb.ts";
 import { type Cluster, ClusterSchema } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
 import {
@@ -25,23 +33,40 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { EnvoyRoute } from "../../lib/api/types.ts";
 import { createLogger } from "../../lib/log.ts";
 import { type AgentMetrics, createMetrics } from "../../lib/metrics.ts";
-import { SnapshotCache, TYPE_URLS } from "../../lib/xds/cache.ts";
+import { SnapshotCache, snapshotInput, TYPE_URLS } from "../../lib/xds/cache.ts";
 import { buildResources } from "../../lib/xds/resources.ts";
-import { XDS_SERVICES, XdsServer } from "../../lib/xds/server.ts";
+import { XDS_METHOD_PATHS, XdsServer } from "../../lib/xds/server.ts";
 
 export const CDS = TYPE_URLS.cds;
 export const LDS = TYPE_URLS.lds;
 
-type Service = keyof typeof XDS_SERVICES;
+type Service = keyof typeof XDS_METHOD_PATHS;
+
+function bidi<Req extends DescMessage, Res extends DescMessage>(path: string, req: Req, res: Res) {
+  return {
+    path,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (m: MessageShape<Req>) => Buffer.from(toBinary(req, m)),
+    requestDeserialize: (b: Buffer) => fromBinary(req, b),
+    responseSerialize: (m: MessageShape<Res>) => Buffer.from(toBinary(res, m)),
+    responseDeserialize: (b: Buffer) => fromBinary(res, b),
+  };
+}
+
+/** grpc-js client definitions of every xDS method the server offers. */
+export const XDS_CLIENT_SERVICES = Object.fromEntries(
+  Object.entries(XDS_METHOD_PATHS).map(([service, paths]) => [service, {
+    Sotw: bidi(paths.sotw, DiscoveryRequestSchema, DiscoveryResponseSchema),
+    Delta: bidi(paths.delta, DeltaDiscoveryRequestSchema, DeltaDiscoveryResponseSchema),
+  }]),
+) as unknown as Record<Service, grpc.ServiceDefinition>;
 
 const clientCtors = new Map<Service, grpc.ServiceClientConstructor>();
 function ctor(service: Service): grpc.ServiceClientConstructor {
   let c = clientCtors.get(service);
   if (!c) {
-    c = grpc.makeGenericClientConstructor(
-      XDS_SERVICES[service] as unknown as grpc.ServiceDefinition,
-      service,
-    );
+    c = grpc.makeGenericClientConstructor(XDS_CLIENT_SERVICES[service], service);
     clientCtors.set(service, c);
   }
   return c;
@@ -113,11 +138,7 @@ export class XdsTestClient<Req, Res, Init> {
 
   /** A state-of-the-world client (`StreamAggregatedResources`, or the per-type service). */
   static sotw(port: number, service: Service = "ads"): SotwClient {
-    const method = service === "ads"
-      ? "StreamAggregatedResources"
-      : service === "cds"
-      ? "StreamClusters"
-      : "StreamListeners";
+    const method = "Sotw";
     return new XdsTestClient(
       port,
       service,
@@ -132,11 +153,7 @@ export class XdsTestClient<Req, Res, Init> {
     port: number,
     service: Service = "ads",
   ): DeltaClient {
-    const method = service === "ads"
-      ? "DeltaAggregatedResources"
-      : service === "cds"
-      ? "DeltaClusters"
-      : "DeltaListeners";
+    const method = "Delta";
     return new XdsTestClient(
       port,
       service,
@@ -308,15 +325,14 @@ export async function withServer(
       return c;
     },
     install: (nodeId, version, routes) => {
-      const built = buildResources(routes);
-      cache.set({ nodeId, version, clusters: built.clusters, listeners: built.listeners });
+      cache.set(snapshotInput(nodeId, version, buildResources(routes)));
     },
   };
   try {
     await fn(env);
   } finally {
     for (const c of clients) c.close();
-    await server.stop(500);
+    await server.stop();
   }
 }
 
@@ -333,23 +349,23 @@ export async function metricValue(
 /** A raw-bytes SotW or Delta ADS stream: responses are the exact bytes the server wrote. */
 export function rawAdsStream(
   port: number,
-  method: "StreamAggregatedResources" | "DeltaAggregatedResources",
+  mode: "sotw" | "delta",
 ): { client: grpc.Client; call: grpc.ClientDuplexStream<Uint8Array, Uint8Array> } {
-  const def = XDS_SERVICES.ads[method];
   const identity = {
-    [method]: {
-      ...def,
+    Raw: {
+      path: XDS_METHOD_PATHS.ads[mode],
+      requestStream: true,
+      responseStream: true,
       requestSerialize: (b: Uint8Array) => Buffer.from(b),
+      requestDeserialize: (b: Buffer) => new Uint8Array(b),
+      responseSerialize: (b: Uint8Array) => Buffer.from(b),
       responseDeserialize: (b: Buffer) => new Uint8Array(b),
     },
   };
-  const Ctor = grpc.makeGenericClientConstructor(
-    identity as unknown as grpc.ServiceDefinition,
-    "raw",
-  );
+  const Ctor = grpc.makeGenericClientConstructor(identity, "raw");
   const client = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   // deno-lint-ignore no-explicit-any
-  const call = (client as any)[method]() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+  const call = (client as any).Raw() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
   call.on("error", () => {});
   return { client, call };
 }
