@@ -66,7 +66,8 @@ export interface XdsServerOptions {
 /** Last ACK of one type on a node. */
 interface AckInfo {
   version: string;
-  at: string;
+  /** Epoch ms. */
+  at: number;
 }
 
 /** Per-node view for `/status`. */
@@ -85,7 +86,7 @@ export interface NodeStatus {
   snapshot_version: string | null;
   clusters: number;
   listeners: number;
-  last_acked: Partial<Record<XdsType, AckInfo>>;
+  last_acked: Partial<Record<XdsType, { version: string; at: string }>>;
   last_nack: { type: XdsType; version: string; error: string; at: string } | null;
   last_push_at: string | null;
 }
@@ -236,7 +237,11 @@ export class XdsServer {
         snapshot_version: snap?.version ?? null,
         clusters: snap?.resources.cds.size ?? 0,
         listeners: snap?.resources.lds.size ?? 0,
-        last_acked: st?.acked ?? {},
+        last_acked: Object.fromEntries(
+          Object.entries(st?.acked ?? {}).map((
+            [t, a],
+          ) => [t, { version: a.version, at: new Date(a.at).toISOString() }]),
+        ),
         last_nack: st?.lastNack ?? null,
         last_push_at: st?.lastPushAt === undefined ? null : new Date(st.lastPushAt).toISOString(),
       };
@@ -316,7 +321,7 @@ export class XdsServer {
           m?.xdsAcksTotal.inc({ node_id: nodeId, type: ev.type });
           this.#stats(nodeId).acked[ev.type] = {
             version: ev.version,
-            at: new Date().toISOString(),
+            at: Date.now(),
           };
           break;
         case "nack": {
