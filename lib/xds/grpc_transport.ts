@@ -405,6 +405,9 @@ export class GrpcServer {
             }
           }
         }
+        if (!ac.signal.aborted && reader.pending > 0) {
+          throw new FramingError(GrpcStatus.INTERNAL, "request body ended inside a message");
+        }
         // The client half-closed: end the call as gRPC servers do for streaming calls.
         if (!ac.signal.aborted) {
           if (!headersSent) {

@@ -138,6 +138,16 @@ Deno.test("grpc transport: bidi echo, statuses as grpc-js sees them, non-gRPC re
       other.close();
     }
 
+    // A body that ends inside a message is a protocol error, not a clean end.
+    const cut = await fetch(`http://127.0.0.1:${port}${ECHO}`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc", te: "trailers" },
+      body: new Uint8Array([0, 0, 0, 0, 100, 1, 2, 3]),
+    });
+    assert.equal(cut.headers.get("grpc-status"), String(GrpcStatus.INTERNAL));
+    assert.match(cut.headers.get("grpc-message") ?? "", /inside a message/);
+    await cut.body?.cancel();
+
     const res = await fetch(`http://127.0.0.1:${port}/`);
     assert.equal(res.status, 415);
     await res.body?.cancel();
