@@ -19,7 +19,10 @@
  * stream connected and served, and after all streams closed.
  *
  * Run: `deno task bench:xds` (options: `--streams N`, `--routes N`, `--rounds N`). The clients run
- * in a separate process so the server's RSS is its own.
+ * in a separate process so the server's RSS is its own. Environment knobs: `BENCH_DEBUG=1` prints
+ * per-round times and memory; `BENCH_REF_FIRST=1` runs the reference first, so the "first time"
+ * memory line measures the bare transport; `BENCH_PROFILE=<file>` writes a CPU profile of the timed
+ * window of each xDS round (needs `--allow-sys --allow-write`).
  *
  * @module
  */
