@@ -75,6 +75,8 @@ interface NodeStats {
   streams: number;
   acked: Partial<Record<XdsType, AckInfo>>;
   lastNack?: { type: XdsType; version: string; error: string; at: string };
+  /** Types whose latest answer from this node was a NACK (cleared by a later ACK). */
+  nacking: Set<XdsType>;
   /** Epoch ms (formatted only when `/status` is read: pushes are hot). */
   lastPushAt?: number;
 }
@@ -88,6 +90,8 @@ export interface NodeStatus {
   listeners: number;
   last_acked: Partial<Record<XdsType, { version: string; at: string }>>;
   last_nack: { type: XdsType; version: string; error: string; at: string } | null;
+  /** True while the node's latest answer for some type is a NACK. */
+  nacking: boolean;
   last_push_at: string | null;
 }
 
@@ -243,6 +247,7 @@ export class XdsServer {
           ) => [t, { version: a.version, at: new Date(a.at).toISOString() }]),
         ),
         last_nack: st?.lastNack ?? null,
+        nacking: (st?.nacking.size ?? 0) > 0,
         last_push_at: st?.lastPushAt === undefined ? null : new Date(st.lastPushAt).toISOString(),
       };
     });
@@ -307,7 +312,7 @@ export class XdsServer {
 
   #stats(nodeId: string): NodeStats {
     let st = this.#nodes.get(nodeId);
-    if (!st) this.#nodes.set(nodeId, st = { streams: 0, acked: {} });
+    if (!st) this.#nodes.set(nodeId, st = { streams: 0, acked: {}, nacking: new Set() });
     return st;
   }
 
@@ -323,6 +328,7 @@ export class XdsServer {
             version: ev.version,
             at: Date.now(),
           };
+          this.#stats(nodeId).nacking.delete(ev.type);
           break;
         case "nack": {
           m?.xdsNacksTotal.inc({ node_id: nodeId, type: ev.type });
@@ -333,6 +339,7 @@ export class XdsServer {
             error: ev.message,
             at,
           };
+          this.#stats(nodeId).nacking.add(ev.type);
           this.#o.log.warn("xds: NACK", {
             node_id: nodeId,
             type: ev.type,
