@@ -74,7 +74,7 @@ Deno.test({
       assert.equal(ok.code, 0, ok.err);
       assert.match(ok.out, /status-host — HEALTHY/);
       assert.ok(ok.out.includes(api.vps[0].id));
-      assert.doesNotMatch(ok.out, /\x1b\[/, "no colour when not a TTY");
+      assert.ok(!ok.out.includes("\x1b["), "no colour when not a TTY");
 
       if (haveChromium) await checkPage(port, "healthy", "status-host");
 
@@ -239,7 +239,7 @@ Deno.test("health verdict and CLI rendering of NACKing nodes and failing sync", 
   const lines = text.split("\n").slice(1, 6);
   const col = lines.map((l) => l.search(/\S/) + l.trim().split(/\s{2,}/)[0].length);
   assert.ok(col.every((c) => c <= Math.max(...col)), "aligned");
-  assert.match(renderStatus({ ...doc, health }, true, 10_000), /\x1b\[31mUNHEALTHY/);
+  assert.ok(renderStatus({ ...doc, health }, true, 10_000).includes("\x1b[31mUNHEALTHY"));
   assert.deepEqual(assessHealth({ agent: { registration: "key_rejected" } }).problems, [
     "not registered: sigma-api rejected the API key",
   ]);
