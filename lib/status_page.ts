@@ -71,12 +71,12 @@ $("agent-kv").innerHTML=kv([["version",esc(a.version)],["hostname",esc(a.hostnam
 ["last heartbeat",hb?(hb.ok?"ok, ":'<span class="err">failed: '+esc(hb.error)+"</span>, ")+ago(hb.at):"none yet"],
 ["next attempt",a.next_attempt_at?esc(new Date(a.next_attempt_at).toLocaleTimeString()):"—"],["IPs",ips]]);}
 function renderPorts(p){const el=$("ports-body");if(!p||p.enabled===false){el.innerHTML='<div class="sub">port scanning disabled</div>';return;}
-const total=p.total||0,used=p.used_by_source||{};const parts=Object.entries(used).filter(([,n])=>n>0);
-let bar="";for(const [src,n] of parts){bar+='<span title="'+esc(src)+": "+n+'" style="width:'+(total?100*n/total:0)+"%;background:"+(COLORS[src]||"#888")+'"></span>';}
-const rg=p.range&&typeof p.range==="object"?p.range.start+"-"+p.range.end:p.range;
-el.innerHTML=kv([["range",esc(rg)],["available",esc(p.available)+" of "+esc(total)],["in use",esc(p.in_use)],
+const total=p.total||0,used=p.used_by_source||{};const parts=Object.entries(used).filter(([,n])=>n>0);const sum=parts.reduce((a,[,n])=>a+n,0);
+let bar="";for(const [src,n] of parts){bar+='<span title="'+esc(src)+": "+n+'" style="width:'+(100*n/sum)+"%;background:"+(COLORS[src]||"#888")+'"></span>';}
+const rg=p.range&&typeof p.range==="object"?p.range.start+"-"+p.range.end:p.range;const pct=total?(100*(p.in_use||0)/total).toFixed(1):"0.0";
+el.innerHTML='<div class="kv">'+kv([["range",esc(rg)],["available",esc(p.available)+" of "+esc(total)],["in use",esc(p.in_use)+" ("+pct+" %)"],
 ["last scan",p.last_scan?ago(p.last_scan)+(p.last_scan_duration_seconds!=null?" ("+Number(p.last_scan_duration_seconds).toFixed(3)+" s)":""):"not yet"],
-["reservations",esc(Array.isArray(p.reservations)?p.reservations.length:(p.reservations??0))]])+'<div class="bar" id="port-bar">'+bar+'</div><div class="legend">'+
+["reservations",esc(Array.isArray(p.reservations)?p.reservations.length:(p.reservations??0))]])+'</div><div class="sub">listening TCP ports by owner</div><div class="bar" id="port-bar">'+bar+'</div><div class="legend">'+
 Object.entries(used).map(([s,n])=>'<span><i style="background:'+(COLORS[s]||"#888")+'"></i>'+esc(s)+" "+esc(n)+"</span>").join("")+"</div>";}
 function renderStatic(s){const el=$("static-body");if(!s||s.enabled===false){el.innerHTML='<div class="sub">static sync disabled</div>';return;}
 const files=s.files||[];if(!files.length){el.innerHTML='<div class="sub">no files matched</div>';return;}
