@@ -330,13 +330,21 @@ export class GrpcServer {
         return;
       }
       try {
-        controller.error(new Error(failure?.message ?? "call ended"));
+        // The client left on its own: nothing to tell it, and no error to report. Only a call
+        // the server ends after its headers went out is reset, so the client reconnects.
+        if (clientGone) controller.close();
+        else controller.error(new Error(failure?.message ?? "call ended"));
       } catch {
         // already closed
       }
     }, { once: true });
     // Settles when the response is done: delivered, or the client reset the stream / went away.
-    info.completed.then(finish, finish);
+    let clientGone = false;
+    const gone = () => {
+      clientGone = true;
+      finish();
+    };
+    info.completed.then(gone, gone);
 
     const sendHeaders = () => {
       if (headersSent || ac.signal.aborted) return;
