@@ -12,6 +12,7 @@
  * @module
  */
 
+import { readCapped } from "../read_body.ts";
 import {
   type EnvoyNode,
   type EnvoyRoute,
@@ -316,25 +317,7 @@ function errorText(text: string): string | undefined {
 }
 
 async function readLimited(res: Response, max: number): Promise<string> {
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      await reader.cancel().catch(() => {});
-      throw new Error(`body larger than ${max} bytes`);
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return new TextDecoder().decode(all);
+  const bytes = await readCapped(res.body, max);
+  if (bytes === undefined) throw new Error(`body larger than ${max} bytes`);
+  return new TextDecoder().decode(bytes);
 }

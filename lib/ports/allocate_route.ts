@@ -22,6 +22,7 @@ import { jsonResponse } from "../http_server.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import { InsufficientPortsError, type PortAllocator } from "./allocator.ts";
+import { readCapped } from "../read_body.ts";
 
 /** The largest `count` one call may ask for (the seed's bound). */
 export const MAX_ALLOCATE_COUNT = 100;
@@ -97,7 +98,7 @@ export function createAllocateRoute(opts: AllocateRouteOptions): HttpRoute {
       if (type !== "application/json") {
         return fail("bad_request", 400, "content-type must be application/json");
       }
-      const body = await readCapped(req, MAX_ALLOCATE_BODY_BYTES);
+      const body = await readBody(req, MAX_ALLOCATE_BODY_BYTES);
       if (body === undefined) {
         return fail("too_large", 413, `request body over ${MAX_ALLOCATE_BODY_BYTES} bytes`);
       }
@@ -147,34 +148,14 @@ function hasBearer(req: Request, token: string): boolean {
   return diff === 0;
 }
 
-/** The request body, or undefined as soon as it grows past `max` bytes. */
-async function readCapped(req: Request, max: number): Promise<Uint8Array | undefined> {
+/** The request body, or undefined when it is (or announces to be) larger than `max` bytes. */
+async function readBody(req: Request, max: number): Promise<Uint8Array | undefined> {
   const declared = Number(req.headers.get("content-length") ?? "0");
   if (declared > max) {
     await req.body?.cancel().catch(() => {});
     return undefined;
   }
-  if (!req.body) return new Uint8Array();
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel().catch(() => {});
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const c of chunks) {
-    body.set(c, offset);
-    offset += c.byteLength;
-  }
-  return body;
+  return await readCapped(req.body, max);
 }
 
 /**
