@@ -205,7 +205,7 @@ Deno.test("Dockerfile: every COPY source exists and passes .dockerignore; tests 
       "node_modules/yaml/package.json",
       ".env",
       "dist/sigma-agent",
-      "docs/readme/deploy.md",
+      "docs/status-page.png",
     ]
   ) {
     assert.equal(dockerignored(patterns, p), true, `${p} stays out of the build context`);

@@ -77,10 +77,19 @@ Deno.test("scanner: exact bind answer for sockets in every state, on every scan 
     loop4.close();
     dual6.close();
   }
-  // Once everything is closed the same ports are free again (all but the TIME_WAIT one,
-  // which the kernel holds for a minute).
+  // Once everything is closed the ports are free again, but for TIME_WAIT, which the kernel holds
+  // for a minute: always p13, and p7 too when its side happened to close the connection first.
   const after = await new BindScanner({ workers: 2, inlineBelow: 0, chunk: 7 }).scan(range);
-  assert.deepEqual(after.busy, [p(13)]);
+  assert.deepEqual(
+    after.busy,
+    busyOf(range, await bindOracle(range)),
+    "after close: the oracle's answer",
+  );
+  assert.ok(after.busy.includes(p(13)));
+  assert.ok(
+    after.busy.every((q) => q === p(7) || q === p(13)),
+    `only TIME_WAIT ports: ${after.busy}`,
+  );
 });
 
 Deno.test("scanner: a 12 000-port scan through workers equals the C-semantics oracle", async () => {

@@ -1,5 +1,5 @@
 /**
- * The Envoy bootstrap shown in `docs/readme/xds.md` is valid for Envoy (checked against the
+ * The Envoy bootstrap shown in the README's xDS section is valid for Envoy (checked against the
  * upstream `envoy.config.bootstrap.v3.Bootstrap` schema), points at the agent's default xDS address,
  * and the seed's `explicit_http_version` typo would be caught.
  */
@@ -9,11 +9,13 @@ import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../../lib/config.ts";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 
-const DOC = new URL("../../docs/readme/xds.md", import.meta.url);
+const DOC = new URL("../../README.md", import.meta.url);
 
 async function docBootstrap(): Promise<string> {
   const text = await Deno.readTextFile(DOC);
-  const section = text.slice(text.indexOf("### Envoy bootstrap"));
+  const xds = text.indexOf("## Envoy xDS control plane");
+  assert.ok(xds >= 0, "README has the xDS section");
+  const section = text.slice(text.indexOf("### Envoy bootstrap", xds));
   const m = /```yaml\n([\s\S]*?)```/.exec(section);
   assert.ok(m, "no yaml block under 'Envoy bootstrap'");
   return m[1];
