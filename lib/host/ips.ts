@@ -12,7 +12,6 @@
  * @module
  */
 
-import { isIP } from "node:net";
 import type { IpAddress } from "../api/types.ts";
 
 /** The fields of `Deno.NetworkInterfaceInfo` used here. */
@@ -20,6 +19,29 @@ export interface InterfaceAddress {
   name: string;
   family: "IPv4" | "IPv6";
   address: string;
+}
+
+/**
+ * The IP version of a literal: 4, 6, or 0 when `s` is not a plain IPv4/IPv6 literal (no CIDR
+ * suffix, brackets or zone id). Pure, so callers need not load `node:net`.
+ *
+ * @example
+ * ```ts
+ * ipVersion("10.0.0.1"); // 4
+ * ipVersion("2001:db8::1"); // 6
+ * ipVersion("[::1]"); // 0
+ * ```
+ */
+export function ipVersion(s: string): 0 | 4 | 6 {
+  if (v4Octets(s) !== undefined) return 4;
+  if (!s.includes(":") || /[^0-9a-fA-F:.]/.test(s)) return 0;
+  // The WHATWG URL parser implements RFC 4291 text forms exactly (including embedded IPv4).
+  try {
+    new URL(`http://[${s}]/`);
+    return 6;
+  } catch {
+    return 0;
+  }
 }
 
 /**
@@ -33,7 +55,7 @@ export interface InterfaceAddress {
  * ```
  */
 export function isIpLiteral(s: string): boolean {
-  return !s.includes("%") && isIP(s) !== 0;
+  return ipVersion(s) !== 0;
 }
 
 /** Interface names of container and overlay bridges, never host addresses. */
@@ -61,7 +83,7 @@ export function isBridgeInterface(name: string): boolean {
 }
 
 function v4Octets(ip: string): number[] | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
+  const m = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/.exec(ip);
   if (!m) return undefined;
   const o = m.slice(1).map(Number);
   return o.every((x) => x <= 255) ? o : undefined;

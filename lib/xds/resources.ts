@@ -27,7 +27,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { isIP } from "node:net";
+import { ipVersion } from "../host/ips.ts";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import {
   type Any,
@@ -188,7 +188,7 @@ const DNS_NAME =
 /** The backend host as Envoy wants it: `[::1]` → `::1`, anything else unchanged. */
 function endpointHost(host: string): string {
   const m = /^\[(.*)\]$/.exec(host);
-  return m && isIP(m[1]) === 6 ? m[1] : host;
+  return m && ipVersion(m[1]) === 6 ? m[1] : host;
 }
 
 function isPort(n: unknown): n is number {
@@ -216,7 +216,7 @@ export function routeProblem(route: EnvoyRoute): string | null {
   if (host === null || host === undefined || host === "") return "no backend_host";
   if (route.backend_port === null || route.backend_port === undefined) return "no backend_port";
   if (!isPort(route.backend_port)) return `backend_port ${route.backend_port} is not in 1..65535`;
-  const ip = isIP(endpointHost(host)) !== 0;
+  const ip = ipVersion(endpointHost(host)) !== 0;
   if (!ip && !DNS_NAME.test(host)) {
     return `backend_host ${JSON.stringify(host)} is neither an IP address nor a DNS name`;
   }
