@@ -135,5 +135,7 @@ Deno.test("start task uses the permission file and never -A", () => {
   assert.ok(flags.some((f) => f.startsWith("--allow-sys=")));
   // Every env var the agent reads is granted.
   const envFlag = flags.find((f) => f.startsWith("--allow-env="))!;
-  for (const o of OPTIONS) if (o.env) assert.ok(envFlag.includes(o.env), o.env);
+  const granted = envFlag.slice("--allow-env=".length).split(",").sort();
+  // Exactly the agent's own variables: nothing a dependency might read is granted on the side.
+  assert.deepEqual(granted, OPTIONS.flatMap((o) => (o.env ? [o.env] : [])).sort());
 });
