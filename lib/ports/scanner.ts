@@ -5,12 +5,13 @@
  * neither listening nor connected blocks the port and is invisible to `ss` before iproute2 6.7 /
  * Linux 6.7, so no port is skipped on `ss`'s word — every port is bind-tested.
  *
- * Speed comes from spreading those bind tests over Web Workers (one per CPU, at most 4) plus the
- * calling thread. Workers need no permission beyond the `--allow-net` the agent already has.
+ * Speed comes from spreading those bind tests over the calling thread plus Web Workers (one per
+ * CPU beyond the first, at most 4). Workers need no permission beyond the `--allow-net` the agent already has.
  * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls against the four of a C loop
  * (`socket`, `setsockopt`, `bind`, `close`); on two cores a 20 001-port scan comes close to the
- * single-threaded C loop. Workers live for one scan only (an idle worker holds about 10 MB of
- * memory), the calling thread yields between its chunks so HTTP and xDS are still served, and
+ * single-threaded C loop. Workers live for one scan only, but each leaves ~14 MB resident after it
+ * ends, which is why the calling thread does a share of the work instead of a further worker; it
+ * yields between its chunks (≈ 20 ms each) so HTTP and xDS are still served, and
  * small ranges are tested inline, where starting workers would cost more than it saves.
  *
  * @example
@@ -108,7 +109,7 @@ function workerUrl(): string {
 
 /** Options of {@linkcode BindScanner}. */
 export interface BindScannerOptions {
-  /** Parallel workers; default one per CPU, at most 4. `0` scans inline. */
+  /** Parallel workers besides the calling thread; default one per CPU beyond the first, at most 4. `0` scans inline. */
   workers?: number;
   /** Ranges smaller than this are scanned inline (default 2048 ports). */
   inlineBelow?: number;
@@ -128,7 +129,9 @@ export class BindScanner {
 
   constructor(opts: BindScannerOptions = {}) {
     const cpus = Math.max(1, navigator.hardwareConcurrency || 1);
-    this.#workers = Math.max(0, Math.floor(opts.workers ?? Math.min(4, cpus)));
+    // This thread scans too (in slices between event-loop turns), so one CPU needs no worker:
+    // every worker costs ~14 MB that stays resident after it ends.
+    this.#workers = Math.max(0, Math.floor(opts.workers ?? Math.min(4, cpus - 1)));
     this.#inlineBelow = opts.inlineBelow ?? 2048;
     this.#chunk = Math.max(1, Math.floor(opts.chunk ?? 1024));
   }
@@ -185,7 +188,6 @@ export class BindScanner {
         onAbort = () => reject(new DOMException("port scan aborted", "AbortError"));
         signal?.addEventListener("abort", onAbort, { once: true });
         let active = 0;
-        let booted = 0;
         const done = () => {
           if (--active === 0) resolve();
         };
@@ -205,11 +207,8 @@ export class BindScanner {
           const worker = new Worker(url, { type: "module", name: `port-scan-${i}` });
           workers.push(worker);
           active++;
-          let first = true;
           worker.onmessage = (e: MessageEvent<{ busy?: number[]; error?: string }>) => {
             if (e.data.error !== undefined) return reject(new Error(e.data.error));
-            if (first) booted++;
-            first = false;
             for (const port of e.data.busy ?? []) busy.push(port);
             inFlight.set(worker, inFlight.get(worker)! - 1);
             feed(worker);
@@ -220,11 +219,11 @@ export class BindScanner {
           };
           feed(worker);
         }
-        // Workers take ~20 ms to boot; this thread tests chunks meanwhile, then leaves the CPUs
-        // to them. It yields between chunks so worker replies and HTTP requests are served.
+        // This thread tests chunks too, from before the workers have booted (~20 ms) to the end.
+        // It yields between chunks so worker replies, HTTP requests and xDS streams are served.
         active++;
         (async () => {
-          for (let piece; booted < count && !signal?.aborted && (piece = take());) {
+          for (let piece; !signal?.aborted && (piece = take());) {
             for (let port = piece.start; port <= piece.end; port++) {
               if (!bindTest(port)) busy.push(port);
             }

@@ -38,7 +38,7 @@ Deno.test("launcher: one definition of the permission flags, used by start, comp
   const flags = Deno.readTextFileSync(`${ROOT}deploy/permissions.flags`).split("\n").filter((l) =>
     l.trim()
   );
-  for (const f of flags) assert.match(f, /^--[a-z-]+(=\S+)?$/, "one flag per line, no spaces");
+  for (const f of flags) assert.match(f, /^--[a-z0-9-]+(=\S+)?$/, "one flag per line, no spaces");
   assert.ok(
     !flags.some((f) =>
       /^--allow-(all|ffi)\b/.test(f) || f === "--allow-run" || f === "--allow-read"
