@@ -5,6 +5,18 @@
  * @module
  */
 
+import type { SystemInfo } from "../lib/api/types.ts";
+
+/** Placeholder system info for tests that register a VPS themselves (values are irrelevant). */
+export const TEST_SYSTEM_INFO: SystemInfo = {
+  cpu_cores: 1,
+  ram_mb: 512,
+  disk_gb: 10,
+  disk_used_gb: 1,
+  uptime_seconds: 1,
+  load_avg: [],
+};
+
 /** Repository root (absolute path, trailing slash). */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
 

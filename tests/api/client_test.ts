@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { ApiError, parseRetryAfter, SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
+import { TEST_SYSTEM_INFO } from "../helpers.ts";
 
 async function withApi(fn: (api: DevApi, client: SigmaClient) => Promise<void>, key?: string) {
   const api = new DevApi({ apiKey: key });
@@ -13,23 +14,24 @@ async function withApi(fn: (api: DevApi, client: SigmaClient) => Promise<void>, 
   }
 }
 
-const sysInfo = {
-  cpu_cores: 1,
-  ram_mb: 1,
-  disk_gb: 1,
-  disk_used_gb: 0,
-  uptime_seconds: 1,
-  load_avg: [],
-};
-
 Deno.test("X-Api-Key only when a key is set", async () => {
   await withApi(async (api, client) => {
-    await client.register({ hostname: "h", ip_addresses: [], ssh_port: 22, system_info: sysInfo });
+    await client.register({
+      hostname: "h",
+      ip_addresses: [],
+      ssh_port: 22,
+      system_info: TEST_SYSTEM_INFO,
+    });
     assert.equal(api.requests[0].headers["x-api-key"], "k1");
     assert.equal(api.requests[0].path, "/api/agent/register", "trailing slash of base removed");
   }, "k1");
   await withApi(async (api, client) => {
-    await client.register({ hostname: "h", ip_addresses: [], ssh_port: 22, system_info: sysInfo });
+    await client.register({
+      hostname: "h",
+      ip_addresses: [],
+      ssh_port: 22,
+      system_info: TEST_SYSTEM_INFO,
+    });
     assert.ok(!("x-api-key" in api.requests[0].headers));
   });
 });
@@ -37,7 +39,8 @@ Deno.test("X-Api-Key only when a key is set", async () => {
 Deno.test("errors are classified: 4xx with the API text, 401, 404, 5xx, 429 + Retry-After, non-JSON", async () => {
   await withApi(async (api, client) => {
     await assert.rejects(
-      () => client.heartbeat({ hostname: "ghost", ip_addresses: [], system_info: sysInfo }),
+      () =>
+        client.heartbeat({ hostname: "ghost", ip_addresses: [], system_info: TEST_SYSTEM_INFO }),
       (e) => {
         assert.ok(e instanceof ApiError);
         assert.equal(e.kind, "client");
@@ -48,7 +51,12 @@ Deno.test("errors are classified: 4xx with the API text, 401, 404, 5xx, 429 + Re
     );
     await assert.rejects(
       () =>
-        client.register({ hostname: " ", ip_addresses: [], ssh_port: 22, system_info: sysInfo }),
+        client.register({
+          hostname: " ",
+          ip_addresses: [],
+          ssh_port: 22,
+          system_info: TEST_SYSTEM_INFO,
+        }),
       {
         kind: "client",
         status: 400,
@@ -109,7 +117,12 @@ Deno.test("oversized bodies are refused", async () => {
 Deno.test("pagination follows every page with per_page=100", async () => {
   await withApi(async (api, client) => {
     const vps = api.vps;
-    await client.register({ hostname: "h", ip_addresses: [], ssh_port: 22, system_info: sysInfo });
+    await client.register({
+      hostname: "h",
+      ip_addresses: [],
+      ssh_port: 22,
+      system_info: TEST_SYSTEM_INFO,
+    });
     const id = vps[0].id;
     for (let i = 0; i < 250; i++) api.addNode(id, `node-${i}`);
     const nodes = await client.listEnvoyNodes({ vps_id: id });
@@ -155,9 +168,10 @@ Deno.test("observer sees every request with endpoint and result", async () => {
       onRequest: (r) => seen.push(`${r.method} ${r.endpoint} ${r.kind}`),
     });
     await client.listEnvoyNodes({ vps_id: "00000000-0000-0000-0000-000000000000" });
-    await client.heartbeat({ hostname: "x", ip_addresses: [], system_info: sysInfo }).catch(
-      () => {},
-    );
+    await client.heartbeat({ hostname: "x", ip_addresses: [], system_info: TEST_SYSTEM_INFO })
+      .catch(
+        () => {},
+      );
     assert.deepEqual(seen, ["GET /envoy-nodes ok", "POST /agent/heartbeat client"]);
   } finally {
     await api.close();

@@ -13,7 +13,7 @@ import { silentLogger } from "../../lib/log.ts";
 import { createMetrics } from "../../lib/metrics.ts";
 import { StateStore } from "../../lib/state_store.ts";
 import { StatusBoard } from "../../lib/status.ts";
-import { freePort, spawnAgent, waitFor } from "../helpers.ts";
+import { freePort, spawnAgent, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
 
 const HOST = "h1";
 
@@ -58,14 +58,7 @@ async function harness(
     hostname: HOST,
     ip_addresses: [],
     ssh_port: 22,
-    system_info: {
-      cpu_cores: 1,
-      ram_mb: 1,
-      disk_gb: 1,
-      disk_used_gb: 0,
-      uptime_seconds: 1,
-      load_avg: [],
-    },
+    system_info: TEST_SYSTEM_INFO,
   });
   api.requests.length = 0;
   const abort = new AbortController();

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
-import type { StaticRouteEntry, SystemInfo } from "../../lib/api/types.ts";
+import type { StaticRouteEntry } from "../../lib/api/types.ts";
 import { createLogger } from "../../lib/log.ts";
 import { type AgentMetrics, createMetrics } from "../../lib/metrics.ts";
 import {
@@ -16,7 +16,7 @@ import {
   StaticFileSync,
   type StaticSyncApi,
 } from "../../lib/envoy_static/sync.ts";
-import { waitFor } from "../helpers.ts";
+import { TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
 
 const HOST = "testhost";
 const NODE = `static-${HOST}`;
@@ -40,15 +40,6 @@ function envoyYaml(routes: [number, number][]): string {
     .join("");
   return `static_resources:\n  listeners:${listeners || " []"}\n  clusters:${clusters || " []"}\n`;
 }
-
-const SYSTEM_INFO: SystemInfo = {
-  cpu_cores: 1,
-  ram_mb: 512,
-  disk_gb: 10,
-  disk_used_gb: 1,
-  uptime_seconds: 1,
-  load_avg: [],
-};
 
 interface Harness {
   api: DevApi;
@@ -86,7 +77,7 @@ async function setup(opts: SetupOptions = {}): Promise<Harness & { resolveVps: (
     hostname: HOST,
     ip_addresses: [],
     ssh_port: 22,
-    system_info: SYSTEM_INFO,
+    system_info: TEST_SYSTEM_INFO,
   });
   api.requests.length = 0;
   opts.prepare?.(api, vps.id);

@@ -33,6 +33,7 @@ import {
   waitUntil,
   XdsTestClient,
 } from "./xds_client.ts";
+import { TEST_SYSTEM_INFO } from "../helpers.ts";
 
 interface Agent {
   feature: Feature;
@@ -121,14 +122,7 @@ async function registerVps(dev: DevApi): Promise<string> {
     hostname: "test-host",
     ip_addresses: [],
     ssh_port: 22,
-    system_info: {
-      cpu_cores: 1,
-      ram_mb: 1,
-      disk_gb: 1,
-      disk_used_gb: 0,
-      uptime_seconds: 1,
-      load_avg: [0, 0, 0],
-    },
+    system_info: TEST_SYSTEM_INFO,
   });
   return vps.id;
 }
