@@ -15,7 +15,9 @@
  *   flight LDS waits for its ACK (or NACK), at most `cdsAckTimeoutMs` — unless every cluster the
  *   new listeners use is one the client already confirmed (then no listener can point at a missing
  *   cluster and there is nothing to wait for); clusters that left the snapshot stay in CDS until
- *   the LDS that stopped using them has been ACKed ("make before break").
+ *   the LDS that stopped using them has been ACKed ("make before break"), and a short grace after
+ *   that ACK: removing unused clusters is clean-up, so it waits until the update that matters has
+ *   reached every stream, and a route renamed back and forth does not churn its cluster.
  *
  * @example
  * ```ts
@@ -111,6 +113,8 @@ export interface StreamOptions {
   now?: () => number;
   /** Longest wait for a CDS ACK before LDS is sent anyway, ms (default 5000). */
   cdsAckTimeoutMs?: number;
+  /** How long clusters no listener uses stay after the LDS ACK that dropped them, ms (default 1000). */
+  staleClusterGraceMs?: number;
 }
 
 /**
@@ -156,6 +160,8 @@ interface TypeState {
    */
   confirmed: ReadonlySet<string> | ReadonlyMap<string, unknown>;
   ackedVersion: string | undefined;
+  /** `now()` of the last ACK. */
+  ackedAt: number;
   /** A NACK arrived and no ACK since: the client holds something older than `held`. */
   nacked: boolean;
 }
@@ -187,6 +193,7 @@ function newTypeState(): TypeState {
     pending: new Map(),
     confirmed: new Set(),
     ackedVersion: undefined,
+    ackedAt: 0,
     nacked: false,
   };
 }
@@ -207,6 +214,7 @@ export class XdsStream {
   readonly #nonce: () => string;
   readonly #now: () => number;
   readonly #cdsAckTimeout: number;
+  readonly #staleClusterGrace: number;
   readonly #state: Record<XdsType, TypeState> = { cds: newTypeState(), lds: newTypeState() };
   #nodeId: string | undefined;
   #snapshot: Snapshot | undefined;
@@ -217,6 +225,7 @@ export class XdsStream {
     this.#nonce = opts.nonce;
     this.#now = opts.now ?? (() => performance.now());
     this.#cdsAckTimeout = opts.cdsAckTimeoutMs ?? 5000;
+    this.#staleClusterGrace = opts.staleClusterGraceMs ?? 1000;
   }
 
   /** The node id of the first request; `undefined` before it. */
@@ -384,6 +393,7 @@ export class XdsStream {
     } else {
       s.nacked = false;
       s.ackedVersion = sent.version;
+      s.ackedAt = this.#now();
       if (this.mode === "sotw") s.confirmed = sent.names as ReadonlyMap<string, unknown>;
       else {
         const confirmed = this.#ownConfirmed(s);
@@ -407,7 +417,7 @@ export class XdsStream {
     return out;
   }
 
-  /** Listeners are in place: clusters they no longer use may go. */
+  /** Listeners are in place, and have been for the grace period: clusters they no longer use may go. */
   #ldsSettled(now: number, step: Step): boolean {
     if (!this.types.includes("lds")) return true;
     const s = this.#state.lds;
@@ -420,13 +430,21 @@ export class XdsStream {
       return false;
     }
     if (s.pending.size > 0 || s.nacked || !s.sentOnce) return false;
-    return this.#heldEquals(s, this.#desired("lds"));
+    if (!this.#heldEquals(s, this.#desired("lds"))) return false;
+    const graceEnd = s.ackedAt + this.#staleClusterGrace;
+    if (now >= graceEnd) return true;
+    step.wakeAt = Math.min(step.wakeAt ?? Infinity, graceEnd);
+    return false;
   }
 
   /** Whether the client holds exactly `target` (by name and content version). */
   #heldEquals(s: TypeState, target: ReadonlyMap<string, Held>): boolean {
     if (s.held === target) return true;
-    if (s.held.size !== target.size) return false;
+    return s.held.size === target.size && this.#holdsAll(s, target);
+  }
+
+  /** Whether the client holds every resource of `target` (by name and content version). */
+  #holdsAll(s: TypeState, target: ReadonlyMap<string, Held>): boolean {
     for (const [name, r] of target) {
       const h = s.held.get(name);
       if (h !== r && (h === undefined || versionOf(h) !== versionOf(r))) return false;
@@ -504,14 +522,19 @@ export class XdsStream {
     let target: ReadonlyMap<string, XdsResource> = this.#desired(type);
     let retained = 0;
     if (type === "cds" && s.sentOnce) {
-      const stale: [string, XdsResource][] = [];
+      let stale: [string, XdsResource][] | undefined;
       for (const [name, h] of s.held) {
         if (!target.has(name) && typeof h !== "string" && (s.wildcard || s.names.has(name))) {
-          stale.push([name, h]);
+          (stale ??= []).push([name, h]);
         }
       }
       // Make before break: keep clusters the listeners Envoy may still run point at.
-      if (stale.length > 0 && !this.#ldsSettled(now, step)) {
+      if (stale && !this.#ldsSettled(now, step)) {
+        // Nothing to send when `held` is already exactly target + stale: checked before building
+        // the union, as this runs on every request while old clusters linger.
+        if (s.held.size === target.size + stale.length && this.#holdsAll(s, target)) {
+          return undefined;
+        }
         target = new Map([...target, ...stale]);
         retained = stale.length;
       }

@@ -25,6 +25,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import {
@@ -42,6 +43,7 @@ import type { AgentMetrics } from "../metrics.ts";
 import type { SnapshotCache, XdsType } from "./cache.ts";
 import { type BidiCall, type BidiMethod, GrpcServer, GrpcStatus } from "./grpc_transport.ts";
 import { type ErrorDetail, type Push, type Step, type StreamMode, XdsStream } from "./protocol.ts";
+import { WakeTimers } from "./wake_timers.ts";
 import { encodeDeltaResponse, encodeSotwResponse } from "./wire.ts";
 
 /** The metrics the server records. */
@@ -59,6 +61,8 @@ export interface XdsServerOptions {
   onUnknownNode?: (nodeId: string) => void;
   /** Longest wait for a CDS ACK before LDS goes anyway, ms (default 5000). */
   cdsAckTimeoutMs?: number;
+  /** How long unused clusters stay after the LDS ACK that dropped them, ms (default 1000). */
+  staleClusterGraceMs?: number;
   /** Interval of the sweep that frees streams whose end was never reported, ms (default 60 000). */
   sweepIntervalMs?: number;
 }
@@ -107,7 +111,6 @@ interface LiveStream {
   machine: XdsStream;
   nodeId?: string;
   unwatch?: () => void;
-  timer?: ReturnType<typeof setTimeout>;
   ignoredTypes?: Set<string>;
   closed: boolean;
 }
@@ -141,6 +144,12 @@ function codec<Req extends DescMessage>(req: Req) {
   };
 }
 
+/**
+ * Streams pushed per event-loop turn after snapshot changes. Between batches the loop writes what
+ * was queued and reads ACKs, so the first Envoys get their update while later ones are planned.
+ */
+const PUSH_BATCH = 64;
+
 /** `control_plane.identifier` of every response. */
 const CONTROL_PLANE = `sigma-agent/${VERSION}`;
 
@@ -157,6 +166,14 @@ export class XdsServer {
   readonly #server: GrpcServer;
   readonly #streams = new Map<number, LiveStream>();
   readonly #nodes = new Map<string, NodeStats>();
+  /** Streams whose node has a new snapshot not yet planned (see {@linkcode XdsServer.#flush}). */
+  readonly #dirty = new Set<LiveStream>();
+  #flushQueued = false;
+  /** Wake-ups the state machines asked for, on shared timers. */
+  readonly #wakeups = new WakeTimers<LiveStream>((s) => this.#apply(s, s.machine.onTimer()), {
+    onError: (e) =>
+      this.#o.log.error("xds: timer failed", { error: (e as Error)?.message ?? String(e) }),
+  });
   readonly #bootId = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
   #nonceSeq = 0;
   #streamSeq = 0;
@@ -209,6 +226,8 @@ export class XdsServer {
     if (this.#sweep !== undefined) clearInterval(this.#sweep);
     this.#sweep = undefined;
     for (const s of [...this.#streams.values()]) this.#close(s);
+    this.#dirty.clear();
+    this.#wakeups.clear();
     await this.#server.shutdown();
   }
 
@@ -265,6 +284,7 @@ export class XdsServer {
         types,
         nonce: this.#nonce,
         cdsAckTimeoutMs: this.#o.cdsAckTimeoutMs,
+        staleClusterGraceMs: this.#o.staleClusterGraceMs,
       }),
       closed: false,
     };
@@ -305,10 +325,33 @@ export class XdsServer {
     const st = this.#stats(nodeId);
     st.streams++;
     this.#o.metrics?.xdsConnectedStreams.set({ node_id: nodeId }, st.streams);
-    s.unwatch = this.#o.cache.watch(nodeId, (snap) => this.#apply(s, s.machine.onSnapshot(snap)));
+    s.unwatch = this.#o.cache.watch(nodeId, () => this.#markDirty(s));
     // Not subscribed to anything yet: this only hands over the snapshot, nothing is sent.
     s.machine.onSnapshot(this.#o.cache.get(nodeId));
   }
+
+  /**
+   * The stream's snapshot changed: plan its pushes on a later turn. Installing many snapshots
+   * then costs little, repeated changes to one node coalesce into one push, and the pushes go
+   * out in batches interleaved with I/O instead of all behind one long synchronous loop.
+   */
+  #markDirty(s: LiveStream): void {
+    this.#dirty.add(s);
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    setImmediate(this.#flush);
+  }
+
+  #flush = (): void => {
+    let n = 0;
+    for (const s of this.#dirty) {
+      this.#dirty.delete(s);
+      if (!s.closed) this.#apply(s, s.machine.onSnapshot(this.#o.cache.get(s.nodeId!)));
+      if (++n === PUSH_BATCH) break;
+    }
+    if (this.#dirty.size > 0) setImmediate(this.#flush);
+    else this.#flushQueued = false;
+  };
 
   #stats(nodeId: string): NodeStats {
     let st = this.#nodes.get(nodeId);
@@ -381,11 +424,7 @@ export class XdsServer {
       return;
     }
     if (step.wakeAt !== undefined) {
-      if (s.timer !== undefined) clearTimeout(s.timer);
-      s.timer = setTimeout(() => {
-        s.timer = undefined;
-        this.#apply(s, s.machine.onTimer());
-      }, Math.max(0, step.wakeAt - performance.now()) + 1);
+      this.#wakeups.schedule(s, step.wakeAt);
     }
   }
 
@@ -424,7 +463,8 @@ export class XdsServer {
     if (s.closed) return;
     s.closed = true;
     this.#streams.delete(s.id);
-    if (s.timer !== undefined) clearTimeout(s.timer);
+    this.#dirty.delete(s);
+    this.#wakeups.cancel(s);
     s.unwatch?.();
     if (s.nodeId === undefined) return;
     const st = this.#nodes.get(s.nodeId);

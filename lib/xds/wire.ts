@@ -52,6 +52,39 @@ function utf8(s: string): Uint8Array {
   return b;
 }
 
+// Responses are carved out of shared slabs: one allocation per slab instead of one off-heap
+// buffer per response (the allocation, not the copying, is most of a small response's cost). A
+// region is never written again once returned, so a slab lives until its last response is sent;
+// large responses get their own buffer so a stuck stream cannot pin more than one small slab.
+const SLAB_BYTES = 16 * 1024;
+let slab = new Uint8Array(0);
+let slabOff = 0;
+
+function allocate(n: number): Uint8Array {
+  if (n > SLAB_BYTES / 4) return new Uint8Array(n);
+  if (slab.length - slabOff < n) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabOff = 0;
+  }
+  const b = slab.subarray(slabOff, slabOff + n);
+  slabOff += n;
+  return b;
+}
+
+/** UTF-8 length of `s`, or -1 when it is not all ASCII (then it needs a `TextEncoder`). */
+function asciiLength(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return -1;
+  return s.length;
+}
+
+/** A string to write: itself when ASCII (its length is its byte length), else its UTF-8 bytes. */
+type Text = string | Uint8Array;
+
+/** Nonces, hashes and names are ASCII in practice: write them without a `TextEncoder` call. */
+function text(s: string): Text {
+  return asciiLength(s) >= 0 ? s : encoder.encode(s);
+}
+
 /** A cursor over one output buffer. */
 class Out {
   readonly buf: Uint8Array;
@@ -59,9 +92,25 @@ class Out {
 
   constructor(size: number, grpcFrame: boolean) {
     const head = grpcFrame ? 5 : 0;
-    this.buf = new Uint8Array(head + size);
-    if (grpcFrame) new DataView(this.buf.buffer).setUint32(1, size);
+    this.buf = allocate(head + size);
+    if (grpcFrame) {
+      // Flag 0 (uncompressed), then the big-endian length.
+      this.buf[0] = 0;
+      this.buf[1] = size >>> 24;
+      this.buf[2] = (size >>> 16) & 0xff;
+      this.buf[3] = (size >>> 8) & 0xff;
+      this.buf[4] = size & 0xff;
+    }
     this.off = head;
+  }
+
+  /** A string field from {@linkcode text}; omitted when empty unless `keepEmpty`. */
+  text(fieldNumber: number, t: Text, keepEmpty = false): void {
+    if (typeof t !== "string") return this.field(fieldNumber, t, keepEmpty);
+    if (t.length === 0 && !keepEmpty) return;
+    this.header(fieldNumber, t.length);
+    for (let i = 0; i < t.length; i++) this.buf[this.off + i] = t.charCodeAt(i);
+    this.off += t.length;
   }
 
   varint(n: number): void {
@@ -79,7 +128,8 @@ class Out {
   }
 
   bytes(b: Uint8Array): void {
-    if (b.length < 64) { for (let i = 0; i < b.length; i++) this.buf[this.off + i] = b[i]; }
+    // A byte loop beats the call into `set` only for a few bytes.
+    if (b.length < 16) { for (let i = 0; i < b.length; i++) this.buf[this.off + i] = b[i]; }
     else this.buf.set(b, this.off);
     this.off += b.length;
   }
@@ -92,15 +142,37 @@ class Out {
   }
 }
 
+// `Any.type_url` as an encoded field (key, length, bytes), made once per type URL: every resource
+// of a response carries the same one.
+const typeUrlFields = new Map<string, Uint8Array>();
+let lastTypeUrl = "";
+let lastTypeUrlField: Uint8Array = new Uint8Array(0);
+function typeUrlField(typeUrl: string): Uint8Array {
+  if (typeUrl === lastTypeUrl) return lastTypeUrlField;
+  lastTypeUrl = typeUrl;
+  return lastTypeUrlField = typeUrlFieldOf(typeUrl);
+}
+function typeUrlFieldOf(typeUrl: string): Uint8Array {
+  let b = typeUrlFields.get(typeUrl);
+  if (!b) {
+    if (typeUrlFields.size > 64) typeUrlFields.clear();
+    const s = encoder.encode(typeUrl);
+    const out = new Out(s.length ? fieldSize(s.length) : 0, false);
+    out.field(1, s);
+    typeUrlFields.set(typeUrl, b = out.buf);
+  }
+  return b;
+}
+
 /** `google.protobuf.Any` payload size: 1 type_url, 2 value. */
 function anySize(r: XdsResource): number {
-  const tu = utf8(r.any.typeUrl).length, v = r.any.value.length;
-  return (tu ? fieldSize(tu) : 0) + (v ? fieldSize(v) : 0);
+  const v = r.any.value.length;
+  return typeUrlField(r.any.typeUrl).length + (v ? fieldSize(v) : 0);
 }
 
 function writeAny(out: Out, fieldNumber: number, r: XdsResource, size: number): void {
   out.header(fieldNumber, size);
-  out.field(1, utf8(r.any.typeUrl));
+  out.bytes(typeUrlField(r.any.typeUrl));
   out.field(2, r.any.value);
 }
 
@@ -114,7 +186,7 @@ export interface SotwResponseFields {
   controlPlane: string;
 }
 
-function optionalFieldSize(b: Uint8Array): number {
+function optionalFieldSize(b: Text): number {
   return b.length ? fieldSize(b.length) : 0;
 }
 
@@ -123,18 +195,17 @@ function optionalFieldSize(b: Uint8Array): number {
  * 6 control_plane). With `grpcFrame`, the result starts with the 5-byte gRPC message header.
  */
 export function encodeSotwResponse(f: SotwResponseFields, grpcFrame = false): Uint8Array {
-  const version = utf8(f.version), typeUrl = utf8(f.typeUrl), nonce = encoder.encode(f.nonce);
+  const version = utf8(f.version), typeUrl = utf8(f.typeUrl), nonce = text(f.nonce);
   const cp = f.controlPlane ? utf8(f.controlPlane) : undefined;
   const cpSize = cp ? optionalFieldSize(cp) : 0;
-  const sizes = f.resources.map(anySize);
   let size = optionalFieldSize(version) + optionalFieldSize(typeUrl) + optionalFieldSize(nonce);
-  for (const n of sizes) size += fieldSize(n);
+  for (const r of f.resources) size += fieldSize(anySize(r));
   if (cp) size += fieldSize(cpSize);
   const out = new Out(size, grpcFrame);
   out.field(1, version);
-  f.resources.forEach((r, i) => writeAny(out, 2, r, sizes[i]));
+  for (const r of f.resources) writeAny(out, 2, r, anySize(r));
   out.field(4, typeUrl);
-  out.field(5, nonce);
+  out.text(5, nonce);
   if (cp) {
     out.header(6, cpSize);
     out.field(1, cp);
@@ -159,11 +230,11 @@ export interface DeltaResponseFields {
  * gRPC message header.
  */
 export function encodeDeltaResponse(f: DeltaResponseFields, grpcFrame = false): Uint8Array {
-  const version = utf8(f.systemVersion), typeUrl = utf8(f.typeUrl), nonce = encoder.encode(f.nonce);
+  const version = utf8(f.systemVersion), typeUrl = utf8(f.typeUrl), nonce = text(f.nonce);
   const cp = f.controlPlane ? utf8(f.controlPlane) : undefined;
   const cpSize = cp ? optionalFieldSize(cp) : 0;
   const parts = f.resources.map((r) => {
-    const hash = encoder.encode(r.hash), name = encoder.encode(r.name), any = anySize(r);
+    const hash = text(r.hash), name = text(r.name), any = anySize(r);
     return {
       r,
       hash,
@@ -172,7 +243,7 @@ export function encodeDeltaResponse(f: DeltaResponseFields, grpcFrame = false): 
       size: optionalFieldSize(hash) + fieldSize(any) + optionalFieldSize(name),
     };
   });
-  const removed = f.removed.map((n) => encoder.encode(n));
+  const removed = f.removed.map(text);
   let size = optionalFieldSize(version) + optionalFieldSize(typeUrl) + optionalFieldSize(nonce);
   for (const p of parts) size += fieldSize(p.size);
   for (const b of removed) size += fieldSize(b.length);
@@ -181,13 +252,13 @@ export function encodeDeltaResponse(f: DeltaResponseFields, grpcFrame = false): 
   out.field(1, version);
   for (const p of parts) {
     out.header(2, p.size);
-    out.field(1, p.hash);
+    out.text(1, p.hash);
     writeAny(out, 2, p.r, p.any);
-    out.field(3, p.name);
+    out.text(3, p.name);
   }
   out.field(4, typeUrl);
-  out.field(5, nonce);
-  for (const b of removed) out.field(6, b, true); // repeated strings keep empty entries
+  out.text(5, nonce);
+  for (const b of removed) out.text(6, b, true); // repeated strings keep empty entries
   if (cp) {
     out.header(7, cpSize);
     out.field(1, cp);

@@ -22,6 +22,8 @@ import {
 
 const NODE = { id: "edge-1", cluster: "sigma" };
 const QUIET_MS = 400;
+/** Stale-cluster grace of the tests that check it. */
+const GRACE_MS = 600;
 
 /** Subscribes to CDS and LDS and completes the first CDS → ACK → LDS → ACK exchange. */
 async function handshake(c: SotwClient, version: string) {
@@ -143,7 +145,7 @@ Deno.test("sotw: a stale nonce is ignored (neither ACK nor NACK)", async () => {
   });
 });
 
-Deno.test("sotw: CDS is ACKed before LDS goes; removed clusters stay until the LDS that dropped them is ACKed", async () => {
+Deno.test("sotw: CDS is ACKed before LDS goes; removed clusters stay until the LDS that dropped them is ACKed, and a grace after", async () => {
   await withServer(async (env) => {
     env.install("edge-1", "1", [route("a", 10001), route("b", 10002)]);
     const c = env.sotw();
@@ -165,12 +167,32 @@ Deno.test("sotw: CDS is ACKed before LDS goes; removed clusters stay until the L
     assert.deepEqual(namesOf(lds), ["listener-b", "listener-c"]);
     assert.deepEqual(await c.drain(QUIET_MS), [], "cluster-a stays until the new LDS is ACKed");
     c.send({ typeUrl: LDS, versionInfo: lds.versionInfo, responseNonce: lds.nonce });
+    const ackedAt = performance.now();
     const final = await c.next();
+    assert.ok(
+      performance.now() - ackedAt >= GRACE_MS - 5,
+      "unused clusters leave only after the grace",
+    );
     assert.equal(final.typeUrl, CDS);
     assert.equal(final.versionInfo, "2");
     assert.deepEqual(namesOf(final), ["cluster-b", "cluster-c"]);
     c.send({ typeUrl: CDS, versionInfo: final.versionInfo, responseNonce: final.nonce });
     assert.deepEqual(await c.drain(QUIET_MS), []);
+  }, { staleClusterGraceMs: GRACE_MS });
+});
+
+Deno.test("sotw: snapshot changes in quick succession reach a stream as one push of the latest", async () => {
+  await withServer(async (env) => {
+    env.install("edge-1", "1", [route("a", 10001)]);
+    const c = env.sotw();
+    await handshake(c, "1");
+    // Same turn of the event loop: the stream is planned once, after the last change.
+    env.install("edge-1", "2", [route("a", 10001, { backend_port: 9002 })]);
+    env.install("edge-1", "3", [route("a", 10001, { backend_port: 9003 })]);
+    const cds = await c.next();
+    assert.equal(cds.versionInfo, "3");
+    c.send({ typeUrl: CDS, versionInfo: cds.versionInfo, responseNonce: cds.nonce });
+    assert.deepEqual(await c.drain(QUIET_MS), [], "version 2 is never sent");
   });
 });
 

@@ -30,6 +30,8 @@ Deno.test("wire: SotW responses equal toBinary of the generated message", () => 
       [built.clusters, "12", "abc.1", "sigma-agent/0.1.0"],
       [built.listeners, "12+stale", "n", ""],
       [[], "", "", ""],
+      // Non-ASCII strings take the TextEncoder path instead of the direct one.
+      [built.clusters.slice(0, 1), "3", "nönce-é", "sigma-agent/0.1.0"],
     ] as const
   ) {
     const ours = encodeSotwResponse({
@@ -67,7 +69,7 @@ Deno.test("wire: Delta responses equal toBinary of the generated message and dec
     resources: built.listeners,
     typeUrl: TYPE_URLS.lds,
     nonce: "x.2",
-    removed: ["listener-gone", ""],
+    removed: ["listener-gone", "", "listener-é"],
     controlPlane: "sigma-agent/0.1.0",
   };
   const ours = encodeDeltaResponse(fields);
@@ -80,7 +82,7 @@ Deno.test("wire: Delta responses equal toBinary of the generated message and dec
       ),
       typeUrl: TYPE_URLS.lds,
       nonce: "x.2",
-      removedResources: ["listener-gone", ""],
+      removedResources: fields.removed,
       controlPlane: { identifier: "sigma-agent/0.1.0" },
     }),
   );
@@ -94,5 +96,20 @@ Deno.test("wire: Delta responses equal toBinary of the generated message and dec
   assert.equal(first.name, "listener-a");
   assert.equal(first.version, built.listeners[0].hash);
   assert.equal(first.resource["@type"], TYPE_URLS.lds);
-  assert.deepEqual(decoded.removed_resources, ["listener-gone", ""]);
+  assert.deepEqual(decoded.removed_resources, fields.removed);
+});
+
+Deno.test("wire: a response is never overwritten by later ones (responses share slabs)", () => {
+  const fields = (nonce: string) => ({
+    version: "1",
+    resources: built.clusters.slice(0, 2),
+    typeUrl: TYPE_URLS.cds,
+    nonce,
+    controlPlane: "sigma-agent/0.1.0",
+  });
+  const first = encodeSotwResponse(fields("first"), true);
+  const copy = first.slice();
+  // Enough responses to fill several slabs.
+  for (let i = 0; i < 200; i++) encodeSotwResponse(fields(`n${i}`), true);
+  assert.deepEqual(first, copy);
 });

@@ -291,7 +291,7 @@ export interface ServerEnv {
 /** Runs `fn` against a real server on a loopback port; closes clients and server afterwards. */
 export async function withServer(
   fn: (env: ServerEnv) => Promise<void>,
-  opts: { cdsAckTimeoutMs?: number } = {},
+  opts: { cdsAckTimeoutMs?: number; staleClusterGraceMs?: number } = {},
 ): Promise<void> {
   const lines: string[] = [];
   const unknown: string[] = [];
@@ -304,6 +304,7 @@ export async function withServer(
     metrics,
     onUnknownNode: (id) => unknown.push(id),
     cdsAckTimeoutMs: opts.cdsAckTimeoutMs,
+    staleClusterGraceMs: opts.staleClusterGraceMs,
   });
   const port = await server.listen("127.0.0.1", 0);
   const clients: { close(): void }[] = [];
