@@ -2,9 +2,9 @@
  * The xDS gRPC server: `envoy.service.discovery.v3.AggregatedDiscoveryService`
  * (`StreamAggregatedResources`, `DeltaAggregatedResources`) plus the per-type
  * `ClusterDiscoveryService` and `ListenerDiscoveryService` (SotW and Delta) for Envoys that do not
- * use ADS. Messages are (de)serialized with the protobuf-es code generated from `proto/`; the
- * transport is the small gRPC server of `grpc_transport.ts` on `Deno.serve` (see there why not
- * grpc-js).
+ * use ADS. Requests are decoded by `requests.ts` (only the fields the protocol reads), responses
+ * are written by `wire.ts` from the resources serialized once; the transport is the small gRPC
+ * server of `grpc_transport.ts` on `Deno.serve` (see there why not grpc-js).
  *
  * Each call gets an {@linkcode XdsStream} state machine (`protocol.ts`) that decides what to send;
  * this module only moves messages, watches the node's snapshot in the {@linkcode SnapshotCache},
@@ -26,14 +26,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import {
-  type DeltaDiscoveryRequest,
-  DeltaDiscoveryRequestSchema,
-  type DiscoveryRequest,
-  DiscoveryRequestSchema,
-} from "../../proto/gen/envoy/service/discovery/v3/discovery_pb.ts";
 import { AggregatedDiscoveryService } from "../../proto/gen/envoy/service/discovery/v3/ads_pb.ts";
 import { ClusterDiscoveryService } from "../../proto/gen/envoy/service/cluster/v3/cds_pb.ts";
 import { ListenerDiscoveryService } from "../../proto/gen/envoy/service/listener/v3/lds_pb.ts";
@@ -42,7 +35,15 @@ import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type { SnapshotCache, XdsType } from "./cache.ts";
 import { type BidiCall, type BidiMethod, GrpcServer, GrpcStatus } from "./grpc_transport.ts";
-import { type ErrorDetail, type Push, type Step, type StreamMode, XdsStream } from "./protocol.ts";
+import {
+  type DeltaRequest,
+  type Push,
+  type SotwRequest,
+  type Step,
+  type StreamMode,
+  XdsStream,
+} from "./protocol.ts";
+import { decodeDeltaRequest, decodeSotwRequest } from "./requests.ts";
 import { WakeTimers } from "./wake_timers.ts";
 import { encodeDeltaResponse, encodeSotwResponse } from "./wire.ts";
 
@@ -99,7 +100,8 @@ export interface NodeStatus {
   last_push_at: string | null;
 }
 
-type XdsRequest = DiscoveryRequest | DeltaDiscoveryRequest;
+/** Requests arrive decoded into the state machine's shapes (see `requests.ts`). */
+type XdsRequest = SotwRequest | DeltaRequest;
 /** Responses are written already serialized (see `wire.ts`). */
 type XdsResponse = Uint8Array;
 type XdsCall = BidiCall<XdsRequest, XdsResponse>;
@@ -136,9 +138,9 @@ export const XDS_METHOD_PATHS = {
   },
 } as const;
 
-function codec<Req extends DescMessage>(req: Req) {
+function codec<Req>(decode: (b: Uint8Array) => Req) {
   return {
-    decode: (b: Uint8Array) => fromBinary(req, b),
+    decode,
     encode: (bytes: Uint8Array) => bytes,
     framed: true, // `wire.ts` writes the gRPC message header itself
   };
@@ -153,12 +155,8 @@ const PUSH_BATCH = 64;
 /** `control_plane.identifier` of every response. */
 const CONTROL_PLANE = `sigma-agent/${VERSION}`;
 
-const SOTW_CODEC = codec(DiscoveryRequestSchema);
-const DELTA_CODEC = codec(DeltaDiscoveryRequestSchema);
-
-function errorDetail(e: { code: number; message: string } | undefined): ErrorDetail | undefined {
-  return e ? { code: e.code, message: e.message } : undefined;
-}
+const SOTW_CODEC = codec(decodeSotwRequest);
+const DELTA_CODEC = codec(decodeDeltaRequest);
 
 /** The xDS gRPC server. */
 export class XdsServer {
@@ -295,26 +293,10 @@ export class XdsServer {
 
   #onMessage(s: LiveStream, mode: StreamMode, msg: XdsRequest): void {
     if (s.closed) return;
-    const nodeId = msg.node?.id ?? "";
-    if (s.nodeId === undefined && nodeId !== "") this.#attach(s, nodeId);
+    if (s.nodeId === undefined && msg.nodeId !== "") this.#attach(s, msg.nodeId);
     const step = mode === "sotw"
-      ? s.machine.onRequest({
-        nodeId,
-        typeUrl: msg.typeUrl,
-        versionInfo: (msg as DiscoveryRequest).versionInfo,
-        resourceNames: (msg as DiscoveryRequest).resourceNames,
-        responseNonce: msg.responseNonce,
-        error: errorDetail(msg.errorDetail),
-      })
-      : s.machine.onDeltaRequest({
-        nodeId,
-        typeUrl: msg.typeUrl,
-        subscribe: (msg as DeltaDiscoveryRequest).resourceNamesSubscribe,
-        unsubscribe: (msg as DeltaDiscoveryRequest).resourceNamesUnsubscribe,
-        initialVersions: (msg as DeltaDiscoveryRequest).initialResourceVersions,
-        responseNonce: msg.responseNonce,
-        error: errorDetail(msg.errorDetail),
-      });
+      ? s.machine.onRequest(msg as SotwRequest)
+      : s.machine.onDeltaRequest(msg as DeltaRequest);
     this.#apply(s, step);
     if (s.nodeId !== undefined && !s.machine.snapshot) this.#o.onUnknownNode?.(s.nodeId);
   }
