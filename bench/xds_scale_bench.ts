@@ -44,7 +44,7 @@ import type { EnvoyRoute } from "../lib/api/types.ts";
 import { createLogger } from "../lib/log.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { SnapshotCache, snapshotInput, TYPE_URLS } from "../lib/xds/cache.ts";
-import { GrpcServer } from "../lib/xds/grpc_transport.ts";
+import { GrpcServer } from "../lib/xds/h2_server.ts";
 import { buildResources, type BuiltResource, type BuiltResources } from "../lib/xds/resources.ts";
 import { XDS_METHOD_PATHS, XdsServer } from "../lib/xds/server.ts";
 

@@ -3,8 +3,8 @@
  * (`StreamAggregatedResources`, `DeltaAggregatedResources`) plus the per-type
  * `ClusterDiscoveryService` and `ListenerDiscoveryService` (SotW and Delta) for Envoys that do not
  * use ADS. Requests are decoded by `requests.ts` (only the fields the protocol reads), responses
- * are written by `wire.ts` from the resources serialized once; the transport is the small gRPC
- * server of `grpc_transport.ts` on `Deno.serve` (see there why not grpc-js).
+ * are written by `wire.ts` from the resources serialized once; the transport is our own small
+ * HTTP/2 gRPC server, `h2_server.ts` (see there why neither `Deno.serve` nor grpc-js).
  *
  * Each call gets an {@linkcode XdsStream} state machine (`protocol.ts`) that decides what to send;
  * this module only moves messages, watches the node's snapshot in the {@linkcode SnapshotCache},
@@ -34,7 +34,8 @@ import { VERSION } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type { SnapshotCache, XdsType } from "./cache.ts";
-import { type BidiCall, type BidiMethod, GrpcServer, GrpcStatus } from "./grpc_transport.ts";
+import { type BidiCall, type BidiMethod, GrpcStatus } from "./grpc.ts";
+import { GrpcServer } from "./h2_server.ts";
 import {
   type DeltaRequest,
   type Push,

@@ -1,0 +1,161 @@
+/**
+ * The gRPC pieces the xDS transport (`h2_server.ts`) is built from and its callers see: the call
+ * and method interfaces of bidi-streaming methods, status codes, `grpc-message` encoding, and the
+ * length-prefixed message framing (1 flag byte, 4-byte big-endian length, payload).
+ *
+ * @example
+ * ```ts
+ * import { frameMessage, MessageReader } from "./grpc.ts";
+ * const reader = new MessageReader(1024);
+ * reader.push(frameMessage(new Uint8Array([7, 9]))); // [Uint8Array [7, 9]]
+ * ```
+ *
+ * @module
+ */
+
+/** gRPC status codes used here. */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
+
+/** One server-side bidi call as a method handler sees it. */
+export interface BidiCall<Req, Res> {
+  /** The `:path`, e.g. `/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources`. */
+  readonly path: string;
+  /** Aborted when the call ends for any reason (client gone, reset, `end`, `fail`, shutdown). */
+  readonly signal: AbortSignal;
+  /** Registers the message handler; messages that arrive before are queued. Exceptions end the call with INTERNAL. */
+  onMessage(fn: (msg: Req) => void): void;
+  /** Registers a callback run once when the call ends. */
+  onEnd(fn: () => void): void;
+  /** Sends one message (queued without limit; xDS sends only on change). */
+  write(msg: Res): void;
+  /** Ends the call with a status. Before any response headers: a proper gRPC status; after: a reset. */
+  fail(code: number, message: string): void;
+  /** Response bytes waiting to be read by the client (for back-pressure checks). */
+  readonly bufferedBytes: number;
+}
+
+/** One method: how to decode requests, encode responses, and the handler. */
+export interface BidiMethod<Req, Res> {
+  decode(bytes: Uint8Array): Req;
+  encode(msg: Res): Uint8Array;
+  /** `encode` already returns the gRPC message header (saves one copy per message). */
+  framed?: boolean;
+  handle(call: BidiCall<Req, Res>): void;
+}
+
+/** What every gRPC server of ours takes (the HTTP/2 one adds its limits, `h2_server.ts`). */
+export interface GrpcServerOptions {
+  // deno-lint-ignore no-explicit-any
+  methods: Record<string, BidiMethod<any, any>>;
+  /** Largest request message accepted, bytes (default 4 MiB, the gRPC default). */
+  maxMessageBytes?: number;
+  /** Called with errors the server swallowed (handler exceptions, undecodable messages). */
+  onError?: (err: unknown, path: string) => void;
+}
+
+/**
+ * Percent-encodes a `grpc-message` value as the gRPC spec asks (printable ASCII except `%`
+ * passes through).
+ *
+ * @example
+ * ```ts
+ * grpcMessageEncode("node.id missing: é"); // "node.id missing: %C3%A9"
+ * ```
+ */
+export function grpcMessageEncode(message: string): string {
+  let out = "";
+  for (const byte of new TextEncoder().encode(message)) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+      ? String.fromCharCode(byte)
+      : "%" + byte.toString(16).toUpperCase().padStart(2, "0");
+  }
+  return out;
+}
+
+/** Thrown by {@linkcode MessageReader} for a message gRPC forbids. */
+export class FramingError extends Error {
+  override name = "FramingError";
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Splits an HTTP/2 body into gRPC messages (1 flag byte, 4-byte big-endian length, payload),
+ * whatever the chunk boundaries.
+ *
+ * @example
+ * ```ts
+ * const reader = new MessageReader(1024);
+ * reader.push(new Uint8Array([0, 0, 0, 0, 2, 7]));
+ * reader.push(new Uint8Array([9])); // [Uint8Array [7, 9]]
+ * ```
+ */
+export class MessageReader {
+  readonly #max: number;
+  #buf = new Uint8Array(0);
+
+  constructor(maxMessageBytes: number) {
+    this.#max = maxMessageBytes;
+  }
+
+  /**
+   * Adds a chunk and returns the messages it completes.
+   *
+   * @throws {FramingError} for a compressed or oversized message
+   */
+  push(chunk: Uint8Array): Uint8Array[] {
+    let buf: Uint8Array;
+    if (this.#buf.length === 0) buf = chunk;
+    else {
+      buf = new Uint8Array(this.#buf.length + chunk.length);
+      buf.set(this.#buf);
+      buf.set(chunk, this.#buf.length);
+    }
+    const out: Uint8Array[] = [];
+    let off = 0;
+    while (buf.length - off >= 5) {
+      const flag = buf[off];
+      const len = new DataView(buf.buffer, buf.byteOffset + off + 1, 4).getUint32(0);
+      if (flag !== 0) {
+        throw new FramingError(GrpcStatus.UNIMPLEMENTED, "compressed messages are not supported");
+      }
+      if (len > this.#max) {
+        throw new FramingError(
+          GrpcStatus.RESOURCE_EXHAUSTED,
+          `message of ${len} bytes exceeds ${this.#max}`,
+        );
+      }
+      if (buf.length - off - 5 < len) break;
+      out.push(buf.subarray(off + 5, off + 5 + len));
+      off += 5 + len;
+    }
+    // Keep only the unfinished tail (copied, so the big chunk can be freed).
+    this.#buf = off === buf.length ? new Uint8Array(0) : buf.slice(off);
+    return out;
+  }
+
+  /** Bytes of an unfinished message. */
+  get pending(): number {
+    return this.#buf.length;
+  }
+}
+
+/** Frames one message: flag 0, big-endian length, payload. */
+export function frameMessage(payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + payload.length);
+  new DataView(out.buffer).setUint32(1, payload.length);
+  out.set(payload, 5);
+  return out;
+}

@@ -1,0 +1,1281 @@
+/**
+ * A small, strict HTTP/2 server (cleartext, prior knowledge: how Envoy and grpc-js connect to an
+ * `http://` xDS server) for gRPC bidi-streaming methods, on plain `Deno.listen` TCP connections.
+ * Calls and methods are the interfaces of `grpc.ts`.
+ *
+ * Why our own HTTP/2: `Deno.serve` (hyper) costs ~73 KB of memory per connection, cannot send
+ * PINGs (so no server-side keepalive: dead Envoys would never be noticed) and cannot send HTTP
+ * trailers (so a call the server ends after its headers is reset instead of getting its
+ * `grpc-status`). The grpc-js server is no option: Deno's `node:http2` aborts the process on mass
+ * resets (denoland/deno#36788). Here a connection costs one small read buffer and a stream a few
+ * hundred bytes of state.
+ *
+ * What it implements (RFC 9113): the connection preface and SETTINGS exchange, DATA, HEADERS and
+ * CONTINUATION, PRIORITY (ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE; flow control both
+ * ways; HPACK (`hpack.ts`). gRPC (the gRPC HTTP/2 protocol doc): `POST` with `content-type:
+ * application/grpc[+proto]`, identity encoding only, length-prefixed messages, response headers,
+ * messages, then trailers with `grpc-status` / `grpc-message`, or "Trailers-Only" when the call
+ * ends before any message. Keepalive: a PING after `keepaliveIntervalMs` of silence; no ACK within
+ * `keepaliveTimeoutMs` closes the connection and ends its calls.
+ *
+ * Hardening, like `lib/http1.ts`: a preface deadline, a connection cap, at most 100 concurrent
+ * streams per connection (more are refused with REFUSED_STREAM), a header block size and
+ * CONTINUATION count limit, and budgets for resets (CVE-2023-44487 "rapid reset"), PINGs and
+ * SETTINGS (GOAWAY ENHANCE_YOUR_CALM). Any protocol error is a GOAWAY with its code, then close.
+ *
+ * @example
+ * ```ts
+ * import { GrpcServer } from "./h2_server.ts";
+ * const server = new GrpcServer({
+ *   methods: {
+ *     "/echo.Echo/Chat": {
+ *       decode: (b) => b,
+ *       encode: (m: Uint8Array) => m,
+ *       handle: (call) => call.onMessage((m) => call.write(m)),
+ *     },
+ *   },
+ * });
+ * const port = await server.listen("127.0.0.1", 0);
+ * await server.shutdown();
+ * ```
+ *
+ * @module
+ */
+
+import {
+  type BidiCall,
+  type BidiMethod,
+  frameMessage,
+  FramingError,
+  grpcMessageEncode,
+  type GrpcServerOptions,
+  GrpcStatus,
+  MessageReader,
+} from "./grpc.ts";
+import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
+
+export type { BidiCall, BidiMethod } from "./grpc.ts";
+export { GrpcStatus } from "./grpc.ts";
+
+/** Options of {@linkcode GrpcServer}: those of `grpc.ts` plus HTTP/2 limits. */
+export interface H2ServerOptions extends GrpcServerOptions {
+  /** Silence on a connection before we PING it (default 30 s). */
+  keepaliveIntervalMs?: number;
+  /** Time for the PING's ACK before the connection is closed (default 10 s). */
+  keepaliveTimeoutMs?: number;
+  /** Time for a new connection to send the HTTP/2 preface (default 5 s). */
+  prefaceTimeoutMs?: number;
+  /** Open connections; more are closed at once (default 2048). */
+  maxConnections?: number;
+  /** Concurrent streams per connection, advertised; more are refused (default 100). */
+  maxConcurrentStreams?: number;
+  /** Largest header block, HEADERS plus CONTINUATIONs (default 16 KiB). */
+  maxHeaderBlockBytes?: number;
+}
+
+const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+const FRAME = {
+  DATA: 0,
+  HEADERS: 1,
+  PRIORITY: 2,
+  RST_STREAM: 3,
+  SETTINGS: 4,
+  PUSH_PROMISE: 5,
+  PING: 6,
+  GOAWAY: 7,
+  WINDOW_UPDATE: 8,
+  CONTINUATION: 9,
+} as const;
+
+const FLAG_END_STREAM = 0x1;
+const FLAG_ACK = 0x1;
+const FLAG_END_HEADERS = 0x4;
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+
+/** HTTP/2 error codes (RFC 9113 §7). */
+export const H2ErrorCode = {
+  NO_ERROR: 0x0,
+  PROTOCOL_ERROR: 0x1,
+  INTERNAL_ERROR: 0x2,
+  FLOW_CONTROL_ERROR: 0x3,
+  STREAM_CLOSED: 0x5,
+  FRAME_SIZE_ERROR: 0x6,
+  REFUSED_STREAM: 0x7,
+  CANCEL: 0x8,
+  COMPRESSION_ERROR: 0x9,
+  ENHANCE_YOUR_CALM: 0xb,
+} as const;
+
+const SETTING = {
+  HEADER_TABLE_SIZE: 1,
+  ENABLE_PUSH: 2,
+  MAX_CONCURRENT_STREAMS: 3,
+  INITIAL_WINDOW_SIZE: 4,
+  MAX_FRAME_SIZE: 5,
+  MAX_HEADER_LIST_SIZE: 6,
+} as const;
+
+/** The protocol's defaults (RFC 9113 §6.5.2); our own MAX_FRAME_SIZE stays at the minimum. */
+const DEFAULT_WINDOW = 65_535;
+const MAX_FRAME = 16_384;
+const MAX_WINDOW = 0x7fffffff;
+/** Our connection receive window: requests are consumed at once, so credit costs no memory. */
+const CONNECTION_WINDOW = 1 << 20;
+/** Bytes read per `conn.read`: one buffer per connection, reused. */
+const READ_BYTES = 4096;
+/** Per connection and second: PING + SETTINGS + PRIORITY + empty DATA frames, and resets. */
+const CONTROL_FRAMES_PER_SECOND = 200;
+const RESETS_PER_SECOND = 100;
+/** CONTINUATION frames per header block (a block is at most 16 KiB anyway). */
+const MAX_CONTINUATIONS = 32;
+/**
+ * Response bytes framed ahead of the socket: beyond this they wait in their streams (where
+ * `bufferedBytes` shows them), so a slow reader holds at most this much per connection.
+ */
+const OUT_HIGH_WATER = 64 * 1024;
+/** Unwritten control frames a peer that does not read may cause before it is dropped. */
+const MAX_UNWRITTEN = 1024 * 1024;
+/** Time given to a closing connection to flush its last frames. */
+const CLOSE_GRACE_MS = 1000;
+const KEEPALIVE_PAYLOAD = new TextEncoder().encode("sigmaka!");
+
+const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?(;.*)?$/i;
+const RESPONSE_HEADERS = encodeHeaders([[":status", "200"], ["content-type", "application/grpc"]]);
+const OK_TRAILERS = encodeHeaders([["grpc-status", "0"]]);
+
+/** A connection error: GOAWAY with `code`, then close. */
+class ConnectionError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+/** Trailers (after headers) or a Trailers-Only response for a status. */
+function statusBlock(code: number, message: string, trailersOnly: boolean): Uint8Array {
+  if (code === GrpcStatus.OK && !message && !trailersOnly) return OK_TRAILERS;
+  const fields: HeaderField[] = trailersOnly
+    ? [[":status", "200"], ["content-type", "application/grpc"]]
+    : [];
+  fields.push(["grpc-status", String(code)]);
+  if (message) fields.push(["grpc-message", grpcMessageEncode(message)]);
+  return encodeHeaders(fields);
+}
+
+function writeFrameHeader(
+  buf: Uint8Array,
+  off: number,
+  length: number,
+  type: number,
+  flags: number,
+  streamId: number,
+) {
+  buf[off] = length >>> 16;
+  buf[off + 1] = (length >>> 8) & 0xff;
+  buf[off + 2] = length & 0xff;
+  buf[off + 3] = type;
+  buf[off + 4] = flags;
+  writeUint32(buf, off + 5, streamId);
+}
+
+function writeUint32(buf: Uint8Array, off: number, value: number) {
+  buf[off] = value >>> 24;
+  buf[off + 1] = (value >>> 16) & 0xff;
+  buf[off + 2] = (value >>> 8) & 0xff;
+  buf[off + 3] = value & 0xff;
+}
+
+function readUint32(buf: Uint8Array, off: number): number {
+  return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
+}
+
+/** Length field of a frame header at `off`. */
+function frameLength(buf: Uint8Array, off: number): number {
+  return (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2];
+}
+
+/** What the server shares with its connections. */
+interface ServerContext {
+  readonly opts: Required<
+    Omit<H2ServerOptions, "onError" | "methods" | "maxMessageBytes">
+  >;
+  readonly maxMessageBytes: number;
+  // deno-lint-ignore no-explicit-any
+  readonly methods: Record<string, BidiMethod<any, any>>;
+  readonly calls: Set<Stream>;
+  onError(err: unknown, path: string): void;
+}
+
+/** The end of a call: the client left (nothing to send), or a status to send. */
+type Ending = { gone: true } | { gone: false; code: number; message: string };
+const GONE: Ending = { gone: true };
+
+/** One HTTP/2 stream carrying one gRPC call; it is the call handlers see. */
+class Stream implements BidiCall<unknown, unknown> {
+  readonly signal: AbortSignal;
+  readonly #ac = new AbortController();
+  #onMessage: ((m: unknown) => void) | undefined;
+  #queued: unknown[] | undefined;
+  #endCallbacks: (() => void)[] | undefined;
+  #reader: MessageReader | undefined;
+  #firstMessage = true;
+  ended = false;
+  headersSent = false;
+  /** The client sent END_STREAM. */
+  remoteClosed = false;
+  /** Flow control: what the peer lets us send; request bytes consumed and not yet credited. */
+  sendWindow: number;
+  recvWindow = DEFAULT_WINDOW;
+  recvUncredited = 0;
+  /** Response bytes waiting for flow-control credit, and the status block to send after them. */
+  readonly out: Uint8Array[] = [];
+  outHead = 0;
+  outBytes = 0;
+  trailers: Uint8Array | undefined;
+
+  constructor(
+    readonly conn: Connection,
+    readonly id: number,
+    readonly path: string,
+    // deno-lint-ignore no-explicit-any
+    readonly method: BidiMethod<any, any>,
+    sendWindow: number,
+  ) {
+    this.signal = this.#ac.signal;
+    this.sendWindow = sendWindow;
+  }
+
+  onMessage(fn: (msg: unknown) => void): void {
+    this.#onMessage = fn;
+    const queued = this.#queued;
+    this.#queued = undefined;
+    if (queued) { for (const m of queued) fn(m); }
+  }
+
+  onEnd(fn: () => void): void {
+    if (this.ended) fn();
+    else (this.#endCallbacks ??= []).push(fn);
+  }
+
+  write(msg: unknown): void {
+    if (this.ended) return;
+    this.sendHeaders();
+    const bytes = this.method.encode(msg);
+    const framed = this.method.framed ? bytes : frameMessage(bytes);
+    this.out.push(framed);
+    this.outBytes += framed.length;
+    this.conn.markSendable(this);
+  }
+
+  fail(code: number, message: string): void {
+    this.end({ gone: false, code, message });
+  }
+
+  get bufferedBytes(): number {
+    return this.outBytes;
+  }
+
+  /** Response headers, once, before the first message (or never, for Trailers-Only). */
+  sendHeaders() {
+    if (this.headersSent || this.ended) return;
+    this.headersSent = true;
+    this.conn.writeHeaders(this.id, RESPONSE_HEADERS, false);
+  }
+
+  /** Request body bytes: complete messages are decoded and handed to the handler. */
+  receive(data: Uint8Array, ctx: ServerContext) {
+    if (this.ended) return;
+    this.#reader ??= new MessageReader(ctx.maxMessageBytes);
+    try {
+      for (const bytes of this.#reader.push(data)) {
+        if (this.ended) return;
+        let msg: unknown;
+        try {
+          // A copy: `bytes` may be a view of the connection's reused read buffer.
+          msg = this.method.decode(bytes.slice());
+        } catch (e) {
+          throw new FramingError(
+            GrpcStatus.INTERNAL,
+            `cannot decode request: ${(e as Error).message}`,
+          );
+        }
+        if (this.#onMessage) this.#onMessage(msg);
+        else (this.#queued ??= []).push(msg);
+        // The first message decides whether the call is accepted: headers now, or (after
+        // `fail`) a Trailers-Only status.
+        if (this.#firstMessage) {
+          this.#firstMessage = false;
+          this.sendHeaders();
+        }
+      }
+    } catch (e) {
+      this.#failWith(e, ctx);
+    }
+  }
+
+  /** The client half-closed: the call ends OK, as gRPC servers end streaming calls. */
+  receiveEnd() {
+    this.remoteClosed = true;
+    if (this.ended) return;
+    if ((this.#reader?.pending ?? 0) > 0) {
+      this.fail(GrpcStatus.INTERNAL, "request body ended inside a message");
+    } else this.end({ gone: false, code: GrpcStatus.OK, message: "" });
+  }
+
+  /** Runs the handler; its exceptions end the call with INTERNAL. */
+  start(ctx: ServerContext) {
+    try {
+      this.method.handle(this);
+    } catch (e) {
+      this.#failWith(e, ctx);
+    }
+  }
+
+  #failWith(e: unknown, ctx: ServerContext) {
+    if (this.ended) return;
+    if (e instanceof FramingError) this.fail(e.code, e.message);
+    else {
+      ctx.onError(e, this.path);
+      this.fail(GrpcStatus.INTERNAL, "internal error");
+    }
+  }
+
+  /** Ends the call once: abort the signal, run end callbacks, then send the status if any. */
+  end(ending: Ending) {
+    if (this.ended) return;
+    this.ended = true;
+    this.conn.callEnded(this, ending);
+    this.#onMessage = undefined;
+    this.#queued = undefined;
+    this.#ac.abort();
+    const callbacks = this.#endCallbacks;
+    this.#endCallbacks = undefined;
+    for (const fn of callbacks ?? []) {
+      try {
+        fn();
+      } catch (e) {
+        this.conn.ctx.onError(e, this.path);
+      }
+    }
+  }
+}
+
+/** One HTTP/2 connection. */
+class Connection {
+  readonly #conn: Deno.Conn;
+  readonly ctx: ServerContext;
+  readonly #decoder: HpackDecoder;
+  readonly #streams = new Map<number, Stream>();
+  /** Streams with response bytes or a status waiting to be framed. */
+  readonly #sendable = new Set<Stream>();
+  #lastStreamId = 0;
+  #closed = false;
+  #goingAway = false;
+
+  // Peer settings.
+  #peerInitialWindow = DEFAULT_WINDOW;
+  #peerMaxFrame = MAX_FRAME;
+  #sendWindow = DEFAULT_WINDOW;
+  #recvWindow = DEFAULT_WINDOW;
+  #recvUncredited = 0;
+
+  // Reading.
+  #prefaceMatched = 0;
+  #gotSettings = false;
+  /** A frame split across reads, read straight into a buffer of its size. */
+  #partial: Uint8Array | undefined;
+  #partialFill = 0;
+  /** A header block spanning CONTINUATION frames. */
+  #block: {
+    streamId: number;
+    endStream: boolean;
+    bytes: Uint8Array;
+    length: number;
+    frames: number;
+  } | undefined;
+
+  // Writing: frames are appended to `#out` and written in one `conn.write` per turn.
+  #out: Uint8Array | undefined;
+  #outLength = 0;
+  #writer: Promise<void> | undefined;
+  #pumpQueued = false;
+  #drainWaiters: (() => void)[] = [];
+
+  // Keepalive and flood budgets.
+  readonly #openedAt = Date.now();
+  #lastReadAt = Date.now();
+  #pingSentAt = 0;
+  #budgetStart = 0;
+  #controlFrames = 0;
+  #resets = 0;
+
+  constructor(conn: Deno.Conn, ctx: ServerContext) {
+    this.#conn = conn;
+    this.ctx = ctx;
+    this.#decoder = new HpackDecoder({ maxHeaderListBytes: 4 * ctx.opts.maxHeaderBlockBytes });
+  }
+
+  /** Serves the connection until it closes; never throws. */
+  async run(): Promise<void> {
+    try {
+      await this.#readLoop();
+    } catch (e) {
+      if (e instanceof ConnectionError) await this.#abandon(e.code, e.message);
+      else if (!this.#closed) {
+        this.ctx.onError(e, "");
+        await this.#abandon(H2ErrorCode.INTERNAL_ERROR, "internal error");
+      }
+    } finally {
+      this.destroy();
+      await this.#writer;
+    }
+  }
+
+  /** Graceful end: every call gets UNAVAILABLE, GOAWAY, a moment to flush, then close. */
+  async shutdown(): Promise<void> {
+    if (this.#closed) return;
+    if (!this.#gotSettings) return this.destroy();
+    this.#goingAway = true;
+    for (const s of [...this.#streams.values()]) {
+      s.end({ gone: false, code: GrpcStatus.UNAVAILABLE, message: "server is shutting down" });
+    }
+    this.#goAway(H2ErrorCode.NO_ERROR, "");
+    await this.#drained(CLOSE_GRACE_MS);
+    this.destroy();
+  }
+
+  /** Closes the socket; the calls still open end as if the client left. */
+  destroy() {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    for (const s of [...this.#streams.values()]) s.end(GONE);
+    this.#streams.clear();
+    this.#sendable.clear();
+    this.#out = undefined;
+    this.#outLength = 0;
+    for (const resolve of this.#drainWaiters.splice(0)) resolve();
+  }
+
+  /** Keepalive and preface deadline, called by the server's shared timer. */
+  tick(now: number) {
+    if (this.#closed) return;
+    const o = this.ctx.opts;
+    if (!this.#gotSettings) {
+      if (now - this.#openedAt > o.prefaceTimeoutMs) this.destroy();
+      return;
+    }
+    if (this.#pingSentAt) {
+      if (now - this.#pingSentAt > o.keepaliveTimeoutMs) {
+        void this.#abandon(H2ErrorCode.NO_ERROR, "keepalive timeout");
+      }
+    } else if (now - this.#lastReadAt >= o.keepaliveIntervalMs) {
+      this.#pingSentAt = now;
+      this.#writeFrame(FRAME.PING, 0, 0, KEEPALIVE_PAYLOAD);
+    }
+  }
+
+  // ---- reading ----
+
+  async #readLoop() {
+    const chunk = new Uint8Array(READ_BYTES);
+    while (!this.#closed) {
+      const partial = this.#partial;
+      const target = partial ? partial.subarray(this.#partialFill) : chunk;
+      let n: number | null;
+      try {
+        n = await this.#conn.read(target);
+      } catch {
+        return; // reset by peer, or closed by us
+      }
+      if (n === null || this.#closed) return;
+      this.#lastReadAt = Date.now();
+      if (partial) {
+        this.#partialFill += n;
+        if (this.#partialFill === partial.length) this.#completePartial(partial);
+      } else {
+        const used = this.#consume(chunk, n);
+        if (used < n) this.#keepPartial(chunk.subarray(used, n));
+      }
+    }
+  }
+
+  /** Bytes of an unfinished frame: into a buffer of the frame's size once its length is known. */
+  #keepPartial(bytes: Uint8Array) {
+    const size = bytes.length < 9 ? 9 : 9 + this.#checkedLength(bytes, 0);
+    this.#partial = new Uint8Array(size);
+    this.#partial.set(bytes);
+    this.#partialFill = bytes.length;
+  }
+
+  #completePartial(partial: Uint8Array) {
+    if (partial.length === 9) {
+      const length = this.#checkedLength(partial, 0);
+      if (length > 0) {
+        this.#partial = new Uint8Array(9 + length);
+        this.#partial.set(partial);
+        return;
+      }
+    }
+    this.#partial = undefined;
+    this.#partialFill = 0;
+    this.#frame(partial, 0);
+  }
+
+  #checkedLength(buf: Uint8Array, off: number): number {
+    const length = frameLength(buf, off);
+    if (length > MAX_FRAME) {
+      throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, `frame of ${length} bytes`);
+    }
+    return length;
+  }
+
+  /** Handles the preface and every complete frame in `buf[0, n)`; returns the bytes used. */
+  #consume(buf: Uint8Array, n: number): number {
+    let off = 0;
+    while (this.#prefaceMatched < PREFACE.length && off < n) {
+      if (buf[off++] !== PREFACE[this.#prefaceMatched++]) {
+        // Not an HTTP/2 client (no SETTINGS sent yet, so no GOAWAY either): just close.
+        this.destroy();
+        return n;
+      }
+      if (this.#prefaceMatched === PREFACE.length) this.#sendPreface();
+    }
+    while (n - off >= 9 && !this.#closed) {
+      const length = this.#checkedLength(buf, off);
+      if (n - off < 9 + length) break;
+      this.#frame(buf, off);
+      off += 9 + length;
+    }
+    return off;
+  }
+
+  /** Our preface: SETTINGS, and a larger connection window. */
+  #sendPreface() {
+    const o = this.ctx.opts;
+    const settings = new Uint8Array(12);
+    settings[1] = SETTING.MAX_CONCURRENT_STREAMS;
+    writeUint32(settings, 2, o.maxConcurrentStreams);
+    settings[7] = SETTING.MAX_HEADER_LIST_SIZE;
+    writeUint32(settings, 8, o.maxHeaderBlockBytes);
+    this.#writeFrame(FRAME.SETTINGS, 0, 0, settings);
+    this.#recvWindow = CONNECTION_WINDOW;
+    this.#writeWindowUpdate(0, CONNECTION_WINDOW - DEFAULT_WINDOW);
+  }
+
+  /** One complete frame at `buf[off]`. */
+  #frame(buf: Uint8Array, off: number) {
+    const length = frameLength(buf, off);
+    const type = buf[off + 3];
+    const flags = buf[off + 4];
+    const streamId = readUint32(buf, off + 5) & MAX_WINDOW;
+    const payload = buf.subarray(off + 9, off + 9 + length);
+    if (!this.#gotSettings && type !== FRAME.SETTINGS) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "the preface must start with SETTINGS");
+    }
+    if (this.#block && type !== FRAME.CONTINUATION) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "header block interrupted");
+    }
+    switch (type) {
+      case FRAME.DATA:
+        return this.#onData(streamId, flags, payload);
+      case FRAME.HEADERS:
+        return this.#onHeaders(streamId, flags, payload);
+      case FRAME.PRIORITY:
+        return this.#onPriority(streamId, payload);
+      case FRAME.RST_STREAM:
+        return this.#onReset(streamId, payload);
+      case FRAME.SETTINGS:
+        return this.#onSettings(streamId, flags, payload);
+      case FRAME.PUSH_PROMISE:
+        throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
+      case FRAME.PING:
+        return this.#onPing(streamId, flags, payload);
+      case FRAME.GOAWAY:
+        return this.#onGoAway(streamId, payload);
+      case FRAME.WINDOW_UPDATE:
+        return this.#onWindowUpdate(streamId, payload);
+      case FRAME.CONTINUATION:
+        return this.#onContinuation(streamId, flags, payload);
+      default:
+        return; // unknown frame types are ignored (RFC 9113 §4.1)
+    }
+  }
+
+  /** Counts a control frame or reset against the per-second budgets. */
+  #spend(kind: "control" | "reset") {
+    const now = Date.now();
+    if (now - this.#budgetStart >= 1000) {
+      this.#budgetStart = now;
+      this.#controlFrames = 0;
+      this.#resets = 0;
+    }
+    const over = kind === "control"
+      ? ++this.#controlFrames > CONTROL_FRAMES_PER_SECOND
+      : ++this.#resets > RESETS_PER_SECOND;
+    if (over) throw new ConnectionError(H2ErrorCode.ENHANCE_YOUR_CALM, `${kind} frame flood`);
+  }
+
+  /** Strips padding (PADDED flag) from a DATA or HEADERS payload. */
+  #unpad(flags: number, payload: Uint8Array, skip: number): Uint8Array {
+    if (!(flags & FLAG_PADDED)) return payload.subarray(skip);
+    const pad = payload[0];
+    if (payload.length < 1 + skip + pad) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "padding exceeds the frame");
+    }
+    return payload.subarray(1 + skip, payload.length - pad);
+  }
+
+  #onData(streamId: number, flags: number, payload: Uint8Array) {
+    if (streamId === 0) throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
+    if (payload.length > this.#recvWindow) {
+      throw new ConnectionError(H2ErrorCode.FLOW_CONTROL_ERROR, "connection window exceeded");
+    }
+    this.#recvWindow -= payload.length;
+    this.#creditConnection(payload.length);
+    const data = this.#unpad(flags, payload, 0);
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (data.length === 0 && !endStream) this.#spend("control");
+    const s = this.#streams.get(streamId);
+    if (!s) {
+      if (streamId > this.#lastStreamId) {
+        throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+      }
+      return; // a stream we already ended: the client may not know yet
+    }
+    if (s.remoteClosed) return this.#resetStream(s.id, H2ErrorCode.STREAM_CLOSED);
+    if (payload.length > s.recvWindow) {
+      return this.#resetStream(s.id, H2ErrorCode.FLOW_CONTROL_ERROR);
+    }
+    s.recvWindow -= payload.length;
+    s.receive(data, this.ctx);
+    this.#creditStream(s, payload.length);
+    if (endStream) this.#onRemoteEnd(s);
+  }
+
+  /** Gives request bytes back to the client once half the window is used (fewer frames). */
+  #creditConnection(bytes: number) {
+    this.#recvUncredited += bytes;
+    if (this.#recvUncredited >= CONNECTION_WINDOW / 2) {
+      this.#writeWindowUpdate(0, this.#recvUncredited);
+      this.#recvWindow += this.#recvUncredited;
+      this.#recvUncredited = 0;
+    }
+  }
+
+  #creditStream(s: Stream, bytes: number) {
+    s.recvUncredited += bytes;
+    if (s.recvUncredited >= DEFAULT_WINDOW / 2 && !s.remoteClosed && this.#streams.has(s.id)) {
+      this.#writeWindowUpdate(s.id, s.recvUncredited);
+      s.recvWindow += s.recvUncredited;
+      s.recvUncredited = 0;
+    }
+  }
+
+  #onRemoteEnd(s: Stream) {
+    s.receiveEnd();
+    // Ended and its status already out: the stream is closed both ways.
+    if (s.ended && !s.trailers && !this.#sendable.has(s)) this.#streams.delete(s.id);
+  }
+
+  #onHeaders(streamId: number, flags: number, payload: Uint8Array) {
+    if (streamId === 0) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
+    }
+    const fragment = this.#unpad(flags, payload, flags & FLAG_PRIORITY ? 5 : 0);
+    const endStream = (flags & FLAG_END_STREAM) !== 0;
+    if (flags & FLAG_END_HEADERS) return this.#onHeaderBlock(streamId, endStream, fragment);
+    const bytes = new Uint8Array(Math.max(1024, fragment.length));
+    bytes.set(fragment);
+    this.#block = { streamId, endStream, bytes, length: fragment.length, frames: 1 };
+  }
+
+  #onContinuation(streamId: number, flags: number, payload: Uint8Array) {
+    const block = this.#block;
+    if (!block || block.streamId !== streamId) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
+    }
+    const length = block.length + payload.length;
+    if (++block.frames > MAX_CONTINUATIONS || length > this.ctx.opts.maxHeaderBlockBytes) {
+      throw new ConnectionError(H2ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
+    }
+    if (length > block.bytes.length) {
+      const grown = new Uint8Array(Math.min(2 * length, this.ctx.opts.maxHeaderBlockBytes));
+      grown.set(block.bytes.subarray(0, block.length));
+      block.bytes = grown;
+    }
+    block.bytes.set(payload, block.length);
+    block.length = length;
+    if (flags & FLAG_END_HEADERS) {
+      this.#block = undefined;
+      this.#onHeaderBlock(streamId, block.endStream, block.bytes.subarray(0, length));
+    }
+  }
+
+  /** A complete header block: decoded always (the HPACK table is shared), then a new request. */
+  #onHeaderBlock(streamId: number, endStream: boolean, block: Uint8Array) {
+    let fields: HeaderField[];
+    try {
+      fields = this.#decoder.decode(block);
+    } catch (e) {
+      if (!(e instanceof HpackError)) throw e;
+      throw new ConnectionError(
+        e.tooLarge ? H2ErrorCode.ENHANCE_YOUR_CALM : H2ErrorCode.COMPRESSION_ERROR,
+        e.message,
+      );
+    }
+    const existing = this.#streams.get(streamId);
+    if (existing) {
+      // Request trailers: they must end the stream; gRPC clients send none.
+      if (!endStream || existing.remoteClosed) {
+        return this.#resetStream(streamId, H2ErrorCode.PROTOCOL_ERROR);
+      }
+      return this.#onRemoteEnd(existing);
+    }
+    if (streamId % 2 === 0 || streamId <= this.#lastStreamId) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${streamId}`);
+    }
+    this.#lastStreamId = streamId;
+    if (this.#goingAway) return this.#resetStream(streamId, H2ErrorCode.REFUSED_STREAM);
+    if (this.#streams.size >= this.ctx.opts.maxConcurrentStreams) {
+      this.#spend("reset");
+      return this.#resetStream(streamId, H2ErrorCode.REFUSED_STREAM);
+    }
+    this.#onRequest(streamId, endStream, fields);
+  }
+
+  /** A new request: method, content type and encoding checked, then a call. */
+  #onRequest(streamId: number, endStream: boolean, fields: HeaderField[]) {
+    const h = requestHeaders(fields);
+    if (!h) return this.#resetStream(streamId, H2ErrorCode.PROTOCOL_ERROR);
+    const answer = (block: Uint8Array) => {
+      // Requests answered at once cost us little, but a flood of them is still a flood.
+      this.#spend("reset");
+      this.writeHeaders(streamId, block, true);
+      if (!endStream) this.#writeReset(streamId, H2ErrorCode.NO_ERROR);
+    };
+    if (h.method !== "POST" || !GRPC_CONTENT_TYPE.test(h.contentType)) {
+      return answer(encodeHeaders([[":status", "415"], ["content-type", "text/plain"]]));
+    }
+    const method = this.ctx.methods[h.path];
+    if (!method) {
+      return answer(statusBlock(GrpcStatus.UNIMPLEMENTED, `unknown method ${h.path}`, true));
+    }
+    if (h.encoding && h.encoding !== "identity") {
+      const message = `grpc-encoding ${h.encoding} is not supported`;
+      return answer(statusBlock(GrpcStatus.UNIMPLEMENTED, message, true));
+    }
+    if (endStream) return answer(statusBlock(GrpcStatus.OK, "", true));
+    const s = new Stream(this, streamId, h.path, method, this.#peerInitialWindow);
+    this.#streams.set(streamId, s);
+    this.ctx.calls.add(s);
+    s.start(this.ctx);
+  }
+
+  #onPriority(streamId: number, payload: Uint8Array) {
+    if (streamId === 0) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
+    }
+    if (payload.length !== 5) return this.#resetStream(streamId, H2ErrorCode.FRAME_SIZE_ERROR);
+    this.#spend("control");
+  }
+
+  #onReset(streamId: number, payload: Uint8Array) {
+    if (payload.length !== 4) {
+      throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM size");
+    }
+    if (streamId === 0 || streamId > this.#lastStreamId) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
+    }
+    this.#spend("reset");
+    const s = this.#streams.get(streamId);
+    if (s) this.#dropStream(s);
+  }
+
+  #onSettings(streamId: number, flags: number, payload: Uint8Array) {
+    if (streamId !== 0) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+    }
+    if (flags & FLAG_ACK) {
+      if (payload.length !== 0) {
+        throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
+      }
+      return;
+    }
+    if (payload.length % 6 !== 0) {
+      throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "SETTINGS size");
+    }
+    if (this.#gotSettings) this.#spend("control");
+    this.#gotSettings = true;
+    for (let off = 0; off < payload.length; off += 6) {
+      this.#applySetting((payload[off] << 8) | payload[off + 1], readUint32(payload, off + 2));
+    }
+    this.#writeFrame(FRAME.SETTINGS, FLAG_ACK, 0, new Uint8Array(0));
+    this.#schedulePump();
+  }
+
+  #applySetting(id: number, value: number) {
+    switch (id) {
+      case SETTING.ENABLE_PUSH:
+        if (value > 1) throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH value");
+        return;
+      case SETTING.INITIAL_WINDOW_SIZE: {
+        if (value > MAX_WINDOW) {
+          throw new ConnectionError(H2ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE value");
+        }
+        // A new initial window shifts every open stream's window (RFC 9113 §6.9.2).
+        const delta = value - this.#peerInitialWindow;
+        this.#peerInitialWindow = value;
+        for (const s of this.#streams.values()) s.sendWindow += delta;
+        return;
+      }
+      case SETTING.MAX_FRAME_SIZE:
+        if (value < MAX_FRAME || value > 0xffffff) {
+          throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE value");
+        }
+        this.#peerMaxFrame = value;
+        return;
+      default:
+        // HEADER_TABLE_SIZE: our encoder never indexes, any table size suits it. The rest
+        // (MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, unknown ids) concerns requests we
+        // never make or is advisory.
+        return;
+    }
+  }
+
+  #onPing(streamId: number, flags: number, payload: Uint8Array) {
+    if (streamId !== 0) throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "PING on a stream");
+    if (payload.length !== 8) throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "PING size");
+    if (flags & FLAG_ACK) {
+      if (payload.every((b, i) => b === KEEPALIVE_PAYLOAD[i])) this.#pingSentAt = 0;
+      return;
+    }
+    this.#spend("control");
+    this.#writeFrame(FRAME.PING, FLAG_ACK, 0, payload);
+  }
+
+  #onGoAway(streamId: number, payload: Uint8Array) {
+    if (streamId !== 0) throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
+    if (payload.length < 8) throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "GOAWAY size");
+    // The client opens no more streams; the open ones go on until it closes the connection.
+    this.#goingAway = true;
+  }
+
+  #onWindowUpdate(streamId: number, payload: Uint8Array) {
+    if (payload.length !== 4) {
+      throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE size");
+    }
+    const increment = readUint32(payload, 0) & MAX_WINDOW;
+    if (streamId === 0) {
+      if (increment === 0) throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "zero increment");
+      this.#sendWindow += increment;
+      if (this.#sendWindow > MAX_WINDOW) {
+        throw new ConnectionError(H2ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow");
+      }
+      if (this.#sendable.size) this.#schedulePump();
+      return;
+    }
+    const s = this.#streams.get(streamId);
+    if (!s) {
+      if (streamId > this.#lastStreamId) {
+        throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
+      }
+      return;
+    }
+    if (increment === 0) return this.#resetStream(streamId, H2ErrorCode.PROTOCOL_ERROR);
+    s.sendWindow += increment;
+    if (s.sendWindow > MAX_WINDOW) {
+      return this.#resetStream(streamId, H2ErrorCode.FLOW_CONTROL_ERROR);
+    }
+    if (this.#sendable.has(s)) this.#schedulePump();
+  }
+
+  // ---- streams ----
+
+  /** Ends a stream's call as if the client left, and forgets the stream. */
+  #dropStream(s: Stream) {
+    this.#streams.delete(s.id);
+    this.#sendable.delete(s);
+    s.end(GONE);
+  }
+
+  #resetStream(streamId: number, code: number) {
+    this.#writeReset(streamId, code);
+    const s = this.#streams.get(streamId);
+    if (s) this.#dropStream(s);
+  }
+
+  /** Called by a stream's `end`: queue its status, or forget it when the client is gone. */
+  callEnded(s: Stream, ending: Ending) {
+    this.ctx.calls.delete(s);
+    if (ending.gone || this.#closed) {
+      this.#streams.delete(s.id);
+      this.#sendable.delete(s);
+      return;
+    }
+    s.trailers = statusBlock(ending.code, ending.message, !s.headersSent);
+    s.headersSent = true;
+    this.markSendable(s);
+  }
+
+  markSendable(s: Stream) {
+    if (this.#closed) return;
+    this.#sendable.add(s);
+    this.#schedulePump();
+  }
+
+  #schedulePump() {
+    if (this.#pumpQueued || this.#closed) return;
+    this.#pumpQueued = true;
+    queueMicrotask(() => {
+      try {
+        this.#pump();
+      } catch (e) {
+        // A bug here must cost one connection, never the process.
+        this.ctx.onError(e, "");
+        this.destroy();
+      }
+    });
+  }
+
+  /** Frames what flow control allows of every sendable stream, then writes. */
+  #pump() {
+    this.#pumpQueued = false;
+    if (this.#closed) return;
+    for (const s of this.#sendable) {
+      if (this.#outLength >= OUT_HIGH_WATER) break;
+      this.#emit(s);
+      if (s.outBytes === 0 && !s.trailers) this.#sendable.delete(s);
+    }
+    this.#flush();
+  }
+
+  /** DATA frames of a stream's queued bytes within both windows; then its status, if due. */
+  #emit(s: Stream) {
+    while (s.outBytes > 0 && this.#outLength < OUT_HIGH_WATER) {
+      const n = Math.min(s.outBytes, s.sendWindow, this.#sendWindow, this.#peerMaxFrame);
+      if (n <= 0) return;
+      const at = this.#reserve(9 + n);
+      writeFrameHeader(this.#out!, at, n, FRAME.DATA, 0, s.id);
+      this.#copyQueued(s, at + 9, n);
+      s.sendWindow -= n;
+      this.#sendWindow -= n;
+    }
+    const trailers = s.trailers;
+    if (!trailers || s.outBytes > 0) return;
+    s.trailers = undefined;
+    this.writeHeaders(s.id, trailers, true);
+    // Closed both ways now; a client still sending is told to stop, without error.
+    if (!s.remoteClosed) this.#writeReset(s.id, H2ErrorCode.NO_ERROR);
+    this.#streams.delete(s.id);
+  }
+
+  /** Moves `n` queued bytes of a stream into the output buffer at `at`. */
+  #copyQueued(s: Stream, at: number, n: number) {
+    const out = this.#out!;
+    while (n > 0) {
+      const head = s.out[0];
+      const take = Math.min(n, head.length - s.outHead);
+      out.set(head.subarray(s.outHead, s.outHead + take), at);
+      at += take;
+      n -= take;
+      s.outBytes -= take;
+      s.outHead += take;
+      if (s.outHead === head.length) {
+        s.out.shift();
+        s.outHead = 0;
+      }
+    }
+  }
+
+  // ---- writing ----
+
+  /** Room for `n` more bytes in the output buffer; returns where they go. */
+  #reserve(n: number): number {
+    const need = this.#outLength + n;
+    if (!this.#out || this.#out.length < need) {
+      const grown = new Uint8Array(Math.max(need, 2 * (this.#out?.length ?? 0), 256));
+      if (this.#out) grown.set(this.#out.subarray(0, this.#outLength));
+      this.#out = grown;
+    }
+    const at = this.#outLength;
+    this.#outLength = need;
+    return at;
+  }
+
+  #writeFrame(type: number, flags: number, streamId: number, payload: Uint8Array) {
+    const at = this.#reserveFrame(type, flags, streamId, payload.length);
+    if (at >= 0) this.#out!.set(payload, at);
+  }
+
+  /** Room for a frame, its header written; returns where its payload goes (-1: dropped). */
+  #reserveFrame(type: number, flags: number, streamId: number, length: number): number {
+    if (this.#closed) return -1;
+    if (this.#outLength > MAX_UNWRITTEN) {
+      // The peer keeps sending but does not read what we answer.
+      this.destroy();
+      return -1;
+    }
+    const at = this.#reserve(9 + length);
+    writeFrameHeader(this.#out!, at, length, type, flags, streamId);
+    this.#schedulePump();
+    return at + 9;
+  }
+
+  /** A header block as HEADERS (+ CONTINUATION beyond the peer's frame size). */
+  writeHeaders(streamId: number, block: Uint8Array, endStream: boolean) {
+    const max = this.#peerMaxFrame;
+    let off = 0;
+    let type: number = FRAME.HEADERS;
+    do {
+      const part = block.subarray(off, off + max);
+      off += part.length;
+      const flags = (off >= block.length ? FLAG_END_HEADERS : 0) |
+        (type === FRAME.HEADERS && endStream ? FLAG_END_STREAM : 0);
+      this.#writeFrame(type, flags, streamId, part);
+      type = FRAME.CONTINUATION;
+    } while (off < block.length);
+  }
+
+  #writeReset(streamId: number, code: number) {
+    const at = this.#reserveFrame(FRAME.RST_STREAM, 0, streamId, 4);
+    if (at >= 0) writeUint32(this.#out!, at, code);
+  }
+
+  #writeWindowUpdate(streamId: number, increment: number) {
+    const at = this.#reserveFrame(FRAME.WINDOW_UPDATE, 0, streamId, 4);
+    if (at >= 0) writeUint32(this.#out!, at, increment);
+  }
+
+  #goAway(code: number, message: string) {
+    const debug = new TextEncoder().encode(message);
+    const payload = new Uint8Array(8 + debug.length);
+    writeUint32(payload, 0, this.#lastStreamId);
+    writeUint32(payload, 4, code);
+    payload.set(debug, 8);
+    this.#writeFrame(FRAME.GOAWAY, 0, 0, payload);
+  }
+
+  /** A connection error: GOAWAY, calls end (no statuses), a moment to flush, close. */
+  async #abandon(code: number, message: string) {
+    if (this.#closed) return;
+    this.#goingAway = true;
+    for (const s of [...this.#streams.values()]) this.#dropStream(s);
+    this.#goAway(code, message);
+    await this.#drained(CLOSE_GRACE_MS);
+    this.destroy();
+  }
+
+  /** Starts the writer unless it runs; it writes until the output buffer stays empty. */
+  #flush() {
+    if (this.#writer || this.#outLength === 0 || this.#closed) return;
+    this.#writer = this.#writeLoop().finally(() => {
+      this.#writer = undefined;
+      for (const resolve of this.#drainWaiters.splice(0)) resolve();
+    });
+  }
+
+  async #writeLoop() {
+    try {
+      while (this.#outLength > 0 && !this.#closed) {
+        const bytes = this.#out!.subarray(0, this.#outLength);
+        this.#out = undefined;
+        this.#outLength = 0;
+        let off = 0;
+        while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
+        // Frames queued meanwhile, and stream data held back by the high-water mark.
+        if (this.#pumpQueued || this.#sendable.size) this.#pump();
+      }
+    } catch {
+      this.destroy(); // the peer is gone
+    }
+  }
+
+  /** Resolves when everything queued is written, or after `graceMs`. */
+  async #drained(graceMs: number): Promise<void> {
+    this.#pump();
+    if (!this.#writer) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => this.#drainWaiters.push(resolve)),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+    ]);
+    clearTimeout(timer);
+  }
+}
+
+/** The request headers a gRPC call needs, or undefined for a malformed request. */
+function requestHeaders(fields: HeaderField[]):
+  | { method: string; path: string; contentType: string; encoding: string }
+  | undefined {
+  let method = "";
+  let path = "";
+  let contentType = "";
+  let encoding = "";
+  let regularSeen = false;
+  for (const [name, value] of fields) {
+    if (name !== name.toLowerCase()) return undefined;
+    if (name.startsWith(":")) {
+      // Pseudo-headers come first (RFC 9113 §8.3).
+      if (regularSeen) return undefined;
+      if (name === ":method") method = value;
+      else if (name === ":path") path = value;
+      else if (name !== ":scheme" && name !== ":authority") return undefined;
+      continue;
+    }
+    regularSeen = true;
+    if (name === "content-type") contentType = value;
+    else if (name === "grpc-encoding") encoding = value;
+    else if (name === "connection" || (name === "te" && value !== "trailers")) return undefined;
+  }
+  if (!method || !path) return undefined;
+  const query = path.indexOf("?");
+  return { method, path: query < 0 ? path : path.slice(0, query), contentType, encoding };
+}
+
+/** A gRPC server of bidi-streaming methods on its own HTTP/2 over `Deno.listen`. */
+export class GrpcServer {
+  readonly #ctx: ServerContext;
+  readonly #connections = new Set<Connection>();
+  readonly #running = new Set<Promise<void>>();
+  #listener: Deno.Listener | undefined;
+  #accepting: Promise<void> | undefined;
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #stopping = false;
+
+  constructor(opts: H2ServerOptions) {
+    const onError = opts.onError;
+    this.#ctx = {
+      opts: {
+        keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 30_000,
+        keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
+        prefaceTimeoutMs: opts.prefaceTimeoutMs ?? 5_000,
+        maxConnections: opts.maxConnections ?? 2048,
+        maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
+        maxHeaderBlockBytes: opts.maxHeaderBlockBytes ?? 16 * 1024,
+      },
+      maxMessageBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
+      methods: opts.methods,
+      calls: new Set(),
+      onError: (err, path) => {
+        try {
+          onError?.(err, path);
+        } catch {
+          // a failing error reporter must not take a connection down
+        }
+      },
+    };
+  }
+
+  /**
+   * Starts listening on `hostname:port` (0 picks a free port).
+   *
+   * @returns the bound port
+   * @throws when the address cannot be bound
+   */
+  listen(hostname: string, port: number): Promise<number> {
+    try {
+      this.#listener = Deno.listen({ hostname: hostname.replace(/^\[(.*)\]$/, "$1"), port });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.#accepting = this.#acceptLoop(this.#listener);
+    // One timer for every connection's keepalive and preface deadline.
+    const o = this.#ctx.opts;
+    const period = Math.min(
+      1000,
+      Math.max(10, Math.min(o.keepaliveIntervalMs, o.keepaliveTimeoutMs, o.prefaceTimeoutMs) / 4),
+    );
+    this.#ticker = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.#connections) {
+        try {
+          c.tick(now);
+        } catch (e) {
+          this.#ctx.onError(e, "");
+          c.destroy();
+        }
+      }
+    }, period);
+    Deno.unrefTimer(this.#ticker);
+    return Promise.resolve((this.#listener.addr as Deno.NetAddr).port);
+  }
+
+  /** Open calls. */
+  get callCount(): number {
+    return this.#ctx.calls.size;
+  }
+
+  /** Open connections. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** Ends every call with UNAVAILABLE, sends GOAWAY, closes the listener and connections. */
+  async shutdown(): Promise<void> {
+    this.#stopping = true;
+    clearInterval(this.#ticker);
+    this.#ticker = undefined;
+    try {
+      this.#listener?.close();
+    } catch {
+      // closed
+    }
+    await this.#accepting;
+    await Promise.all([...this.#connections].map((c) => c.shutdown()));
+    await Promise.allSettled([...this.#running]);
+    this.#listener = undefined;
+  }
+
+  async #acceptLoop(listener: Deno.Listener) {
+    while (!this.#stopping) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (this.#stopping || e instanceof Deno.errors.BadResource) return;
+        // EMFILE and friends: back off briefly instead of spinning.
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      try {
+        this.#serve(conn);
+      } catch (e) {
+        this.#ctx.onError(e, "");
+        closeQuietly(conn);
+      }
+    }
+  }
+
+  #serve(conn: Deno.Conn) {
+    if (this.#connections.size >= this.#ctx.opts.maxConnections || this.#stopping) {
+      closeQuietly(conn);
+      return;
+    }
+    try {
+      (conn as Deno.TcpConn).setNoDelay?.(true);
+    } catch {
+      // not a TCP connection, or already closed
+    }
+    const c = new Connection(conn, this.#ctx);
+    this.#connections.add(c);
+    const running = c.run().finally(() => {
+      this.#connections.delete(c);
+      this.#running.delete(running);
+    });
+    this.#running.add(running);
+  }
+}
+
+function closeQuietly(conn: Deno.Conn) {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}

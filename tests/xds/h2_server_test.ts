@@ -1,0 +1,739 @@
+/**
+ * The HTTP/2 gRPC server of `h2_server.ts` against three kinds of clients: grpc-js (the statuses a
+ * real gRPC client sees, including a `fail` after the headers as a real status), Node's native
+ * HTTP/2 client (nghttp2: flow control through default 64 KiB windows both ways, Huffman-coded
+ * headers and HPACK's dynamic table, resets, PINGs), and raw TCP peers that break the rules
+ * (bad preface, a peer that never answers our keepalive PING, CONTINUATION and reset floods,
+ * oversized frames, the stream limit). Every test ends with `shutdown()`, and Deno's sanitizers
+ * check that it leaves no timer, op or resource behind.
+ */
+
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { type BidiCall, GrpcStatus } from "../../lib/xds/grpc.ts";
+import { GrpcServer, H2ErrorCode, type H2ServerOptions } from "../../lib/xds/h2_server.ts";
+import { encodeHeaders, HpackDecoder } from "../../lib/xds/hpack.ts";
+import { waitUntil } from "./xds_client.ts";
+
+const ECHO = "/test.Echo/Chat";
+/** A 4-byte message N asks for N bytes back; any other message is answered with its length. */
+const BLOB = "/test.Blob/Get";
+
+const bytesMethod = {
+  path: ECHO,
+  requestStream: true,
+  responseStream: true,
+  requestSerialize: (b: Uint8Array) => Buffer.from(b),
+  requestDeserialize: (b: Buffer) => new Uint8Array(b),
+  responseSerialize: (b: Uint8Array) => Buffer.from(b),
+  responseDeserialize: (b: Buffer) => new Uint8Array(b),
+};
+const EchoClient = grpc.makeGenericClientConstructor({ Chat: bytesMethod }, "Echo");
+const OtherClient = grpc.makeGenericClientConstructor({
+  Chat: { ...bytesMethod, path: "/test.Nope/Chat" },
+}, "Nope");
+
+type Call = BidiCall<Uint8Array, Uint8Array>;
+
+function u32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+}
+
+/**
+ * Echo: answers every message with itself. An empty message asks for INVALID_ARGUMENT, a message
+ * [9] for one answer then INVALID_ARGUMENT (a failure after the headers).
+ */
+async function withServer(
+  fn: (port: number, server: GrpcServer, calls: Call[]) => Promise<void>,
+  opts: Partial<H2ServerOptions> = {},
+) {
+  const calls: Call[] = [];
+  const server = new GrpcServer({
+    ...opts,
+    methods: {
+      [ECHO]: {
+        decode: (b: Uint8Array) => b,
+        encode: (m: Uint8Array) => m,
+        handle: (call: Call) => {
+          calls.push(call);
+          call.onMessage((m) => {
+            if (m.length === 0) return call.fail(GrpcStatus.INVALID_ARGUMENT, "empty: ¿no?");
+            call.write(m);
+            if (m.length === 1 && m[0] === 9) call.fail(GrpcStatus.INVALID_ARGUMENT, "nine");
+          });
+        },
+      },
+      [BLOB]: {
+        decode: (b: Uint8Array) => b,
+        encode: (m: Uint8Array) => m,
+        handle: (call: Call) => {
+          calls.push(call);
+          call.onMessage((m) => {
+            if (m.length !== 4) return call.write(u32(m.length));
+            const n = new DataView(m.buffer, m.byteOffset).getUint32(0);
+            call.write(new Uint8Array(n).map((_, i) => i & 255));
+          });
+        },
+      },
+    },
+  });
+  const port = await server.listen("127.0.0.1", 0);
+  try {
+    await fn(port, server, calls);
+  } finally {
+    await server.shutdown();
+  }
+  assert.equal(server.callCount, 0);
+  assert.equal(server.connectionCount, 0);
+}
+
+function statusOf(
+  call: grpc.ClientDuplexStream<Uint8Array, Uint8Array>,
+): Promise<grpc.StatusObject> {
+  call.on("error", () => {});
+  return new Promise((resolve) => call.on("status", resolve));
+}
+
+// ---------------------------------------------------------------------------------------------
+// grpc-js
+
+Deno.test("h2 server: grpc-js bidi echo, statuses incl. a fail() after headers, unknown method", async () => {
+  await withServer(async (port, server, calls) => {
+    const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const call = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      const status = statusOf(call);
+      const got: number[][] = [];
+      const two = new Promise<void>((resolve) =>
+        call.on("data", (m: Uint8Array) => {
+          got.push([...m]);
+          if (got.length === 2) resolve();
+        })
+      );
+      call.write(new Uint8Array([1]));
+      call.write(new Uint8Array([2, 3]));
+      await two;
+      assert.deepEqual(got, [[1], [2, 3]]);
+      assert.equal(server.callCount, 1);
+      let ended = false;
+      calls[0].onEnd(() => (ended = true));
+      call.cancel();
+      assert.equal((await status).code, GrpcStatus.CANCELLED);
+      await waitUntil(() => server.callCount === 0, 10_000, "call freed after the client reset");
+      assert.ok(ended && calls[0].signal.aborted);
+
+      // A failure on the first message: Trailers-Only, message percent-decoded.
+      const bad = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      const badStatus = statusOf(bad);
+      bad.write(new Uint8Array(0));
+      const s = await badStatus;
+      assert.equal(s.code, GrpcStatus.INVALID_ARGUMENT);
+      assert.equal(s.details, "empty: ¿no?");
+
+      // A failure after a response message: real trailers, not a reset.
+      const late = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      const lateStatus = statusOf(late);
+      const data: number[][] = [];
+      late.on("data", (m: Uint8Array) => data.push([...m]));
+      late.write(new Uint8Array([9]));
+      const ls = await lateStatus;
+      assert.deepEqual(data, [[9]]);
+      assert.equal(ls.code, GrpcStatus.INVALID_ARGUMENT);
+      assert.equal(ls.details, "nine");
+
+      // The client half-closes: OK.
+      const done = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      const doneStatus = statusOf(done);
+      done.on("data", () => {});
+      done.write(new Uint8Array([5]));
+      done.end();
+      assert.equal((await doneStatus).code, GrpcStatus.OK);
+    } finally {
+      client.close();
+    }
+
+    const other = new OtherClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const call = other.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      const status = statusOf(call);
+      call.write(new Uint8Array([1]));
+      const s = await status;
+      assert.equal(s.code, GrpcStatus.UNIMPLEMENTED);
+      assert.match(s.details, /unknown method/);
+    } finally {
+      other.close();
+    }
+  });
+});
+
+Deno.test("h2 server: an oversized request message ends the call with RESOURCE_EXHAUSTED", async () => {
+  await withServer(async (port) => {
+    const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const call = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      const status = statusOf(call);
+      call.write(new Uint8Array(2000));
+      assert.equal((await status).code, GrpcStatus.RESOURCE_EXHAUSTED);
+    } finally {
+      client.close();
+    }
+  }, { maxMessageBytes: 1000 });
+});
+
+Deno.test("h2 server: shutdown ends open grpc-js calls with UNAVAILABLE trailers", async () => {
+  let status: Promise<grpc.StatusObject> | undefined;
+  const client = new EchoClient("127.0.0.1:1", grpc.credentials.createInsecure());
+  client.close();
+  await withServer(async (port, server) => {
+    const c = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const call = c.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+    status = statusOf(call);
+    const echoed = new Promise((r) => call.once("data", r));
+    call.write(new Uint8Array([7]));
+    await echoed;
+    assert.equal(server.callCount, 1);
+    c.close();
+  });
+  const s = await status!;
+  assert.equal(s.code, GrpcStatus.UNAVAILABLE);
+  assert.equal(s.details, "server is shutting down");
+});
+
+Deno.test("h2 server: 200 clients resetting their streams and closing at once do not take the server down", async () => {
+  await withServer(async (port, server) => {
+    const clients: grpc.Client[] = [];
+    const calls: grpc.ClientDuplexStream<Uint8Array, Uint8Array>[] = [];
+    let answered = 0;
+    for (let i = 0; i < 200; i++) {
+      // One connection per client, like separate Envoys.
+      const c = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+        "grpc.use_local_subchannel_pool": 1,
+      });
+      const call = c.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      call.on("error", () => {});
+      call.on("data", () => answered++);
+      call.write(new Uint8Array([i & 255 || 1]));
+      clients.push(c);
+      calls.push(call);
+    }
+    await waitUntil(() => answered === 200, 30_000, "200 answers");
+    assert.equal(server.connectionCount, 200);
+    for (const call of calls) call.cancel();
+    for (const c of clients) c.close();
+    await waitUntil(() => server.callCount === 0, 30_000, "every call freed");
+    await waitUntil(() => server.connectionCount === 0, 30_000, "every connection closed");
+    const c = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const call = c.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      call.on("error", () => {});
+      const echoed = new Promise<Uint8Array>((r) => call.once("data", r));
+      call.write(new Uint8Array([42]));
+      assert.deepEqual([...await echoed], [42]);
+      call.cancel();
+    } finally {
+      c.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Node's native HTTP/2 client (nghttp2)
+
+const NODE_CLIENT = `
+const http2 = require("node:http2");
+const [port, mode] = process.argv.slice(2);
+const session = http2.connect("http://127.0.0.1:" + port);
+session.on("error", (e) => out({ sessionError: e.message }));
+function out(o) { process.stdout.write(JSON.stringify(o) + "\\n"); }
+function frame(payload) {
+  const b = Buffer.alloc(5 + payload.length);
+  b.writeUInt32BE(payload.length, 1);
+  payload.copy(b, 5);
+  return b;
+}
+function u32(n) { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; }
+function request(path, extra) {
+  return session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc",
+    te: "trailers", "x-note": "huffman-coded by nghttp2 because it is shorter", ...extra });
+}
+/** Sends messages, half-closes, and collects the response: status, body bytes, trailers. */
+function call(path, messages, extra, raw) {
+  return new Promise((resolve) => {
+    const req = request(path, extra);
+    let headers, trailers, bytes = 0; const chunks = [];
+    req.on("response", (h) => (headers = h));
+    req.on("trailers", (t) => (trailers = t));
+    req.on("data", (d) => { bytes += d.length; if (chunks.length < 2) chunks.push(d); });
+    req.on("error", (e) => resolve({ error: e.message }));
+    req.on("close", () => resolve({ status: headers && headers[":status"],
+      grpcStatus: (trailers || headers || {})["grpc-status"],
+      grpcMessage: (trailers || headers || {})["grpc-message"], bytes,
+      head: [...Buffer.concat(chunks).subarray(0, 9)], rst: req.rstCode }));
+    for (const m of messages) req.write(raw ? m : frame(m));
+    req.end();
+  });
+}
+async function main() {
+  if (mode === "flow") {
+    // 1 MiB down through the default 64 KiB windows, 1 MiB up; three calls on one connection
+    // (HPACK's dynamic table at work), all headers Huffman-coded by nghttp2.
+    const down = await call("/test.Blob/Get", [u32(1 << 20)]);
+    const up = await call("/test.Blob/Get", [Buffer.alloc(1 << 20, 7)]);
+    const again = await call("/test.Blob/Get", [u32(10)]);
+    out({ down, up, again });
+  } else if (mode === "ping") {
+    session.on("connect", () =>
+      session.ping((err, ms) => out({ ping: !err, ms, error: err && err.message })));
+    return;
+  } else if (mode === "reset") {
+    const req = request("/test.Echo/Chat");
+    req.on("error", () => {});
+    req.on("data", () => { out({ echoed: true }); req.close(http2.constants.NGHTTP2_CANCEL); });
+    req.on("close", () => out({ closed: true }));
+    req.write(frame(Buffer.from([1])));
+    return;
+  } else if (mode === "refusals") {
+    const get = await new Promise((resolve) => {
+      const req = session.request({ ":method": "GET", ":path": "/" });
+      req.on("response", (h) => resolve(h[":status"]));
+      req.on("error", (e) => resolve(e.message));
+      req.end();
+    });
+    const cut = await call("/test.Echo/Chat", [Buffer.from([0, 0, 0, 0, 100, 1, 2, 3])], {}, true);
+    const empty = await call("/test.Echo/Chat", []);
+    const gzip = await call("/test.Echo/Chat", [Buffer.from([1])], { "grpc-encoding": "gzip" });
+    out({ get, cut, empty, gzip });
+  }
+  session.close();
+}
+main();
+`;
+
+interface NodeClient {
+  lines: Promise<Record<string, unknown>[]>;
+  next(): Promise<Record<string, unknown>>;
+  kill(): void;
+  exited: Promise<unknown>;
+}
+
+async function nodeClient(port: number, mode: string): Promise<NodeClient> {
+  const dir = await Deno.makeTempDir();
+  const script = `${dir}/client.cjs`;
+  await Deno.writeTextFile(script, NODE_CLIENT);
+  const child = new Deno.Command("node", {
+    args: [script, String(port), mode],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const queue: Record<string, unknown>[] = [];
+  const waiters: ((o: Record<string, unknown>) => void)[] = [];
+  const lines = (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      let i;
+      while ((i = text.indexOf("\n")) >= 0) {
+        const o = JSON.parse(text.slice(0, i));
+        text = text.slice(i + 1);
+        const w = waiters.shift();
+        if (w) w(o);
+        else queue.push(o);
+      }
+    }
+    return queue;
+  })();
+  const exited = child.status.finally(() => Deno.remove(dir, { recursive: true }));
+  return {
+    lines,
+    next: () =>
+      queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => waiters.push(r)),
+    kill: () => {
+      try {
+        child.kill();
+      } catch {
+        // exited
+      }
+    },
+    exited,
+  };
+}
+
+Deno.test("h2 server: Node http2 client — 1 MiB each way through 64 KiB windows, Huffman headers", async () => {
+  await withServer(async (port) => {
+    const c = await nodeClient(port, "flow");
+    const r = await c.next() as Record<string, Record<string, unknown>>;
+    await c.exited;
+    assert.deepEqual(r.down.status, 200);
+    assert.equal(r.down.grpcStatus, "0");
+    assert.equal(r.down.bytes, 5 + (1 << 20));
+    // Message header: uncompressed, length 1 MiB; then the pattern.
+    assert.deepEqual(r.down.head, [0, 0, 16, 0, 0, 0, 1, 2, 3]);
+    assert.equal(r.up.grpcStatus, "0");
+    assert.deepEqual(r.up.head, [0, 0, 0, 0, 4, 0, 16, 0, 0]);
+    assert.equal(r.again.bytes, 15);
+  });
+});
+
+Deno.test("h2 server: Node http2 client — PING answered, RST_STREAM ends the call", async () => {
+  await withServer(async (port, server, calls) => {
+    const p = await nodeClient(port, "ping");
+    const pong = await p.next();
+    assert.equal(pong.ping, true);
+    p.kill();
+    await p.exited;
+
+    const c = await nodeClient(port, "reset");
+    assert.deepEqual(await c.next(), { echoed: true });
+    await c.next(); // closed
+    await waitUntil(() => server.callCount === 0, 10_000, "the reset call ended");
+    assert.ok(calls.at(-1)!.signal.aborted);
+    c.kill();
+    await c.exited;
+  });
+});
+
+Deno.test("h2 server: Node http2 client — non-gRPC, cut body, empty body, compressed: refused like before", async () => {
+  await withServer(async (port) => {
+    const c = await nodeClient(port, "refusals");
+    const r = await c.next() as Record<string, Record<string, unknown>>;
+    await c.exited;
+    assert.equal(r.get, 415);
+    assert.equal(r.cut.grpcStatus, String(GrpcStatus.INTERNAL));
+    assert.match(String(r.cut.grpcMessage), /inside a message/);
+    assert.equal(r.empty.grpcStatus, "0");
+    assert.equal(r.gzip.grpcStatus, String(GrpcStatus.UNIMPLEMENTED));
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Raw TCP peers
+
+const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+interface Frame {
+  type: number;
+  flags: number;
+  stream: number;
+  payload: Uint8Array;
+}
+
+function frameBytes(type: number, flags: number, stream: number, payload: Uint8Array): Uint8Array {
+  const b = new Uint8Array(9 + payload.length);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, payload.length << 8);
+  b[3] = type;
+  b[4] = flags;
+  v.setUint32(5, stream);
+  b.set(payload, 9);
+  return b;
+}
+
+const REQUEST_BLOCK = encodeHeaders([
+  [":method", "POST"],
+  [":scheme", "http"],
+  [":path", ECHO],
+  ["content-type", "application/grpc"],
+]);
+
+/** A hand-driven HTTP/2 client on a raw TCP connection. */
+class RawPeer {
+  #buf = new Uint8Array(0);
+  private constructor(readonly conn: Deno.Conn) {}
+
+  static async open(port: number, handshake = true): Promise<RawPeer> {
+    const p = new RawPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
+    if (handshake) await p.send(PREFACE, frameBytes(4, 0, 0, new Uint8Array(0)));
+    return p;
+  }
+
+  async send(...parts: Uint8Array[]) {
+    for (const part of parts) {
+      let off = 0;
+      while (off < part.length) off += await this.conn.write(part.subarray(off));
+    }
+  }
+
+  /** The next frame, or null at EOF / reset. */
+  async frame(): Promise<Frame | null> {
+    while (this.#buf.length < 9 || this.#buf.length < 9 + (this.#length())) {
+      const chunk = new Uint8Array(16384);
+      let n: number | null;
+      try {
+        n = await this.conn.read(chunk);
+      } catch {
+        return null;
+      }
+      if (n === null) return null;
+      const next = new Uint8Array(this.#buf.length + n);
+      next.set(this.#buf);
+      next.set(chunk.subarray(0, n), this.#buf.length);
+      this.#buf = next;
+    }
+    const length = this.#length();
+    const b = this.#buf;
+    const f = {
+      type: b[3],
+      flags: b[4],
+      stream: new DataView(b.buffer, b.byteOffset).getUint32(5) & 0x7fffffff,
+      payload: b.slice(9, 9 + length),
+    };
+    this.#buf = b.slice(9 + length);
+    return f;
+  }
+
+  #length(): number {
+    return (this.#buf[0] << 16) | (this.#buf[1] << 8) | this.#buf[2];
+  }
+
+  /** Frames until one of `type` (its frame) or EOF (null); ACKs PINGs unless told not to. */
+  async until(type: number, ackPings = true): Promise<Frame | null> {
+    for (;;) {
+      const f = await this.frame();
+      if (!f || f.type === type) return f;
+      if (f.type === 6 && !(f.flags & 1) && ackPings) {
+        await this.send(frameBytes(6, 1, 0, f.payload));
+      }
+    }
+  }
+
+  close() {
+    try {
+      this.conn.close();
+    } catch {
+      // closed
+    }
+  }
+}
+
+function goAwayCode(f: Frame | null): number | undefined {
+  return f ? new DataView(f.payload.buffer).getUint32(4) : undefined;
+}
+
+Deno.test("h2 server: raw peers — a bad preface is closed; a silent preface times out", async () => {
+  await withServer(async (port, server) => {
+    const http1 = await RawPeer.open(port, false);
+    await http1.send(new TextEncoder().encode("GET / HTTP/1.1\r\nhost: x\r\n\r\n"));
+    assert.equal(await http1.frame(), null);
+    http1.close();
+
+    const mute = await RawPeer.open(port, false);
+    await waitUntil(() => server.connectionCount === 1, 2000, "connected");
+    const t0 = Date.now();
+    assert.equal(await mute.frame(), null);
+    assert.ok(Date.now() - t0 >= 100, "closed by the preface deadline, not at once");
+    mute.close();
+  }, { prefaceTimeoutMs: 200 });
+});
+
+Deno.test("h2 server: raw peers — keepalive: no PING ACK closes the connection and ends its calls; an ACKing peer stays", async () => {
+  await withServer(async (port, server) => {
+    const deaf = await RawPeer.open(port);
+    await deaf.send(frameBytes(1, 4, 1, REQUEST_BLOCK));
+    await waitUntil(() => server.callCount === 1, 2000, "call open");
+    const live = await RawPeer.open(port);
+    const liveAlive = (async () => {
+      // Answers every PING; must still be connected when the deaf one is gone.
+      const f = await live.until(7);
+      return f;
+    })();
+    const t0 = Date.now();
+    const ping = await deaf.until(6, false);
+    assert.ok(ping && !(ping.flags & 1), "the server pinged");
+    const goAway = await deaf.until(7, false);
+    assert.equal(goAwayCode(goAway), H2ErrorCode.NO_ERROR);
+    assert.equal(await deaf.until(-1, false), null);
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed >= 200 && elapsed < 3000, `closed after interval + timeout (${elapsed} ms)`);
+    await waitUntil(() => server.callCount === 0, 2000, "the deaf peer's call ended");
+    assert.equal(server.connectionCount, 1);
+    deaf.close();
+    live.close();
+    await liveAlive;
+  }, { keepaliveIntervalMs: 150, keepaliveTimeoutMs: 150 });
+});
+
+Deno.test("h2 server: raw peers — CONTINUATION flood and oversized header blocks get GOAWAY ENHANCE_YOUR_CALM", async () => {
+  await withServer(async (port) => {
+    const p = await RawPeer.open(port);
+    const parts = [frameBytes(1, 0, 1, REQUEST_BLOCK.subarray(0, 3))];
+    for (let i = 0; i < 100; i++) parts.push(frameBytes(9, 0, 1, new Uint8Array(0)));
+    await p.send(...parts).catch(() => {});
+    assert.equal(goAwayCode(await p.until(7)), H2ErrorCode.ENHANCE_YOUR_CALM);
+    assert.equal(await p.until(-1), null);
+    p.close();
+
+    const big = await RawPeer.open(port);
+    const sent = [frameBytes(1, 0, 3, new Uint8Array(10_000))];
+    sent.push(frameBytes(9, 0, 3, new Uint8Array(10_000)));
+    await big.send(...sent).catch(() => {});
+    assert.equal(goAwayCode(await big.until(7)), H2ErrorCode.ENHANCE_YOUR_CALM);
+    big.close();
+  });
+});
+
+Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING flood: the right GOAWAY", async () => {
+  await withServer(async (port) => {
+    const cases: [string, Uint8Array[], number][] = [
+      [
+        "oversized DATA",
+        [frameBytes(0, 0, 1, new Uint8Array(20_000))],
+        H2ErrorCode.FRAME_SIZE_ERROR,
+      ],
+      ["PUSH_PROMISE", [frameBytes(5, 4, 1, new Uint8Array(4))], H2ErrorCode.PROTOCOL_ERROR],
+      ["HEADERS on stream 0", [frameBytes(1, 4, 0, REQUEST_BLOCK)], H2ErrorCode.PROTOCOL_ERROR],
+      [
+        "garbage HPACK",
+        [frameBytes(1, 4, 1, new Uint8Array([0x80]))],
+        H2ErrorCode.COMPRESSION_ERROR,
+      ],
+      [
+        "rapid reset",
+        Array.from({ length: 150 }, (_, i) => [
+          frameBytes(1, 4, 2 * i + 1, REQUEST_BLOCK),
+          frameBytes(3, 0, 2 * i + 1, new Uint8Array(4).fill(0).map((_, j) => j === 3 ? 8 : 0)),
+        ]).flat(),
+        H2ErrorCode.ENHANCE_YOUR_CALM,
+      ],
+      [
+        "PING flood",
+        Array.from({ length: 300 }, () => frameBytes(6, 0, 0, new Uint8Array(8))),
+        H2ErrorCode.ENHANCE_YOUR_CALM,
+      ],
+    ];
+    for (const [name, frames, code] of cases) {
+      const p = await RawPeer.open(port);
+      await p.send(...frames).catch(() => {});
+      assert.equal(goAwayCode(await p.until(7)), code, name);
+      assert.equal(await p.until(-1), null, `${name}: closed`);
+      p.close();
+    }
+  });
+});
+
+Deno.test("h2 server: raw peers — over 100 concurrent streams are refused; GOAWAY and statuses on shutdown", async () => {
+  const server = new GrpcServer({
+    methods: {
+      [ECHO]: { decode: (b) => b, encode: (m: Uint8Array) => m, handle: () => {} },
+    },
+  });
+  const port = await server.listen("127.0.0.1", 0);
+  const p = await RawPeer.open(port);
+  try {
+    const settings = await p.until(4);
+    // Our SETTINGS advertise MAX_CONCURRENT_STREAMS 100.
+    const v = new DataView(settings!.payload.buffer);
+    assert.equal(v.getUint16(0), 3);
+    assert.equal(v.getUint32(2), 100);
+    const frames = [];
+    for (let i = 0; i < 101; i++) frames.push(frameBytes(1, 4, 2 * i + 1, REQUEST_BLOCK));
+    await p.send(...frames);
+    const rst = await p.until(3);
+    assert.equal(rst!.stream, 201);
+    assert.equal(new DataView(rst!.payload.buffer).getUint32(0), H2ErrorCode.REFUSED_STREAM);
+    await waitUntil(() => server.callCount === 100, 2000, "100 calls");
+  } finally {
+    await server.shutdown();
+  }
+  // Every call got a status (Trailers-Only UNAVAILABLE), then GOAWAY NO_ERROR, then EOF.
+  const decoder = new HpackDecoder();
+  let statuses = 0;
+  let goAway: Frame | null = null;
+  for (;;) {
+    const f = await p.frame();
+    if (!f) break;
+    if (f.type === 1) {
+      const fields = Object.fromEntries(decoder.decode(f.payload));
+      assert.equal(fields["grpc-status"], String(GrpcStatus.UNAVAILABLE));
+      assert.ok(f.flags & 1, "END_STREAM");
+      statuses++;
+    }
+    if (f.type === 7) goAway = f;
+  }
+  p.close();
+  assert.equal(statuses, 100);
+  assert.equal(goAwayCode(goAway), H2ErrorCode.NO_ERROR);
+  assert.equal(new DataView(goAway!.payload.buffer).getUint32(0), 201, "last stream id");
+  assert.equal(server.callCount, 0);
+});
+
+Deno.test("h2 server: connections over maxConnections are closed at once", async () => {
+  await withServer(async (port, server) => {
+    const a = await RawPeer.open(port);
+    const b = await RawPeer.open(port);
+    await a.until(4);
+    await b.until(4);
+    const c = await RawPeer.open(port, false);
+    assert.equal(await c.frame(), null);
+    assert.equal(server.connectionCount, 2);
+    for (const p of [a, b, c]) p.close();
+  }, { maxConnections: 2 });
+});
+
+Deno.test("h2 server: raw peers — response DATA waits for the peer's window (SETTINGS, then WINDOW_UPDATE)", async () => {
+  await withServer(async (port) => {
+    const p = await RawPeer.open(port, false);
+    // INITIAL_WINDOW_SIZE 10: the server may send 10 bytes of the 105-byte response.
+    const settings = new Uint8Array([0, 4, 0, 0, 0, 10]);
+    const block = encodeHeaders([
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", BLOB],
+      ["content-type", "application/grpc"],
+    ]);
+    const message = new Uint8Array([0, 0, 0, 0, 4, ...u32(100)]);
+    await p.send(
+      PREFACE,
+      frameBytes(4, 0, 0, settings),
+      frameBytes(1, 4, 1, block),
+      frameBytes(0, 0, 1, message),
+    );
+    const first = await p.until(0);
+    assert.equal(first!.payload.length, 10);
+    await p.send(frameBytes(8, 0, 1, u32(1000)));
+    let rest = 0;
+    while (rest < 95) rest += (await p.until(0))!.payload.length;
+    assert.equal(rest, 95);
+    p.close();
+  });
+});
+
+Deno.test("h2 server: raw peers — random frames after a valid handshake never take the server down", async () => {
+  const errors: unknown[] = [];
+  await withServer(async (port) => {
+    // A small deterministic PRNG (xorshift32), so a failure is reproducible.
+    let seed = 0x9e3779b9;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    for (let round = 0; round < 200; round++) {
+      const p = await RawPeer.open(port);
+      const frames = [];
+      for (let i = 0; i < 1 + rand(6); i++) {
+        const payload = new Uint8Array(rand(64)).map(() => rand(256));
+        // Mostly valid-looking requests, sometimes anything at all.
+        const type = rand(4) === 0 ? rand(12) : [0, 1, 3, 8][rand(4)];
+        const body = type === 1 && rand(2) ? REQUEST_BLOCK : payload;
+        frames.push(frameBytes(type, rand(256), rand(8), body));
+      }
+      await p.send(...frames).catch(() => {});
+      p.close();
+    }
+    const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const call = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+      call.on("error", () => {});
+      const echoed = new Promise<Uint8Array>((r) => call.once("data", r));
+      call.write(new Uint8Array([42]));
+      assert.deepEqual([...await echoed], [42]);
+      call.cancel();
+    } finally {
+      client.close();
+    }
+  }, { onError: (e) => errors.push(e) });
+  assert.deepEqual(errors, [], "no internal error reported");
+});
