@@ -37,10 +37,8 @@ export interface BidiCall<Req, Res> {
   onEnd(fn: () => void): void;
   /** Sends one message (queued without limit; xDS sends only on change). */
   write(msg: Res): void;
-  /** Ends the call with a status. Before any response headers: a proper gRPC status; after: a reset. */
+  /** Ends the call with a status (Trailers-Only before any response, else in the trailers). */
   fail(code: number, message: string): void;
-  /** Response bytes waiting to be read by the client (for back-pressure checks). */
-  readonly bufferedBytes: number;
 }
 
 /** One method: how to decode requests, encode responses, and the handler. */
@@ -50,16 +48,6 @@ export interface BidiMethod<Req, Res> {
   /** `encode` already returns the gRPC message header (saves one copy per message). */
   framed?: boolean;
   handle(call: BidiCall<Req, Res>): void;
-}
-
-/** What every gRPC server of ours takes (the HTTP/2 one adds its limits, `h2_server.ts`). */
-export interface GrpcServerOptions {
-  // deno-lint-ignore no-explicit-any
-  methods: Record<string, BidiMethod<any, any>>;
-  /** Largest request message accepted, bytes (default 4 MiB, the gRPC default). */
-  maxMessageBytes?: number;
-  /** Called with errors the server swallowed (handler exceptions, undecodable messages). */
-  onError?: (err: unknown, path: string) => void;
 }
 
 /**

@@ -48,17 +48,19 @@ import {
   frameMessage,
   FramingError,
   grpcMessageEncode,
-  type GrpcServerOptions,
   GrpcStatus,
   MessageReader,
 } from "./grpc.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
 
-export type { BidiCall, BidiMethod } from "./grpc.ts";
-export { GrpcStatus } from "./grpc.ts";
-
-/** Options of {@linkcode GrpcServer}: those of `grpc.ts` plus HTTP/2 limits. */
-export interface H2ServerOptions extends GrpcServerOptions {
+/** Options of {@linkcode GrpcServer}: the methods, then message and HTTP/2 limits. */
+export interface H2ServerOptions {
+  // deno-lint-ignore no-explicit-any
+  methods: Record<string, BidiMethod<any, any>>;
+  /** Largest request message accepted, bytes (default 4 MiB, the gRPC default). */
+  maxMessageBytes?: number;
+  /** Called with errors the server swallowed (handler exceptions, undecodable messages). */
+  onError?: (err: unknown, path: string) => void;
   /** Silence on a connection before we PING it (default 30 s). */
   keepaliveIntervalMs?: number;
   /** Time for the PING's ACK before the connection is closed (default 10 s). */
@@ -131,8 +133,8 @@ const RESETS_PER_SECOND = 100;
 /** CONTINUATION frames per header block (a block is at most 16 KiB anyway). */
 const MAX_CONTINUATIONS = 32;
 /**
- * Response bytes framed ahead of the socket: beyond this they wait in their streams (where
- * `bufferedBytes` shows them), so a slow reader holds at most this much per connection.
+ * Response bytes framed ahead of the socket: beyond this they wait in their streams, so a slow
+ * reader holds at most this much per connection in frames.
  */
 const OUT_HIGH_WATER = 64 * 1024;
 /** Unwritten control frames a peer that does not read may cause before it is dropped. */
@@ -270,10 +272,6 @@ class Stream implements BidiCall<unknown, unknown> {
 
   fail(code: number, message: string): void {
     this.end({ gone: false, code, message });
-  }
-
-  get bufferedBytes(): number {
-    return this.outBytes;
   }
 
   /** Response headers, once, before the first message (or never, for Trailers-Only). */

@@ -159,10 +159,8 @@ function readNodeId(r: Reader, previous: string): string {
   let id = previous;
   while (!r.done) {
     const [f, w] = r.tag();
-    if (f === 1) {
-      expect(w, WIRE_LEN, "node.id");
-      id = r.string();
-    } else r.skip(f, w);
+    if (f === 1) id = stringField(r, w, "node.id");
+    else r.skip(f, w);
   }
   return id;
 }
@@ -175,10 +173,8 @@ function readStatus(r: Reader, previous: ErrorDetail | undefined): ErrorDetail {
     if (f === 1) {
       expect(w, WIRE_VARINT, "error_detail.code");
       status.code = r.int32();
-    } else if (f === 2) {
-      expect(w, WIRE_LEN, "error_detail.message");
-      status.message = r.string();
-    } else r.skip(f, w);
+    } else if (f === 2) status.message = stringField(r, w, "error_detail.message");
+    else r.skip(f, w);
   }
   return status;
 }
@@ -188,13 +184,9 @@ function readMapEntry(r: Reader): [string, string] {
   let key = "", value = "";
   while (!r.done) {
     const [f, w] = r.tag();
-    if (f === 1) {
-      expect(w, WIRE_LEN, "initial_resource_versions.key");
-      key = r.string();
-    } else if (f === 2) {
-      expect(w, WIRE_LEN, "initial_resource_versions.value");
-      value = r.string();
-    } else r.skip(f, w);
+    if (f === 1) key = stringField(r, w, "initial_resource_versions.key");
+    else if (f === 2) value = stringField(r, w, "initial_resource_versions.value");
+    else r.skip(f, w);
   }
   return [key, value];
 }

@@ -13,25 +13,32 @@ import * as grpc from "@grpc/grpc-js";
 import { type BidiCall, GrpcStatus } from "../../lib/xds/grpc.ts";
 import { GrpcServer, H2ErrorCode, type H2ServerOptions } from "../../lib/xds/h2_server.ts";
 import { encodeHeaders, HpackDecoder } from "../../lib/xds/hpack.ts";
-import { waitUntil } from "./xds_client.ts";
+import { bytesMethod, waitUntil } from "./xds_client.ts";
 
 const ECHO = "/test.Echo/Chat";
 /** A 4-byte message N asks for N bytes back; any other message is answered with its length. */
 const BLOB = "/test.Blob/Get";
 
-const bytesMethod = {
-  path: ECHO,
-  requestStream: true,
-  responseStream: true,
-  requestSerialize: (b: Uint8Array) => Buffer.from(b),
-  requestDeserialize: (b: Buffer) => new Uint8Array(b),
-  responseSerialize: (b: Uint8Array) => Buffer.from(b),
-  responseDeserialize: (b: Buffer) => new Uint8Array(b),
-};
-const EchoClient = grpc.makeGenericClientConstructor({ Chat: bytesMethod }, "Echo");
-const OtherClient = grpc.makeGenericClientConstructor({
-  Chat: { ...bytesMethod, path: "/test.Nope/Chat" },
-}, "Nope");
+const EchoClient = grpc.makeGenericClientConstructor({ Chat: bytesMethod(ECHO) }, "Echo");
+const OtherClient = grpc.makeGenericClientConstructor(
+  { Chat: bytesMethod("/test.Nope/Chat") },
+  "Nope",
+);
+
+/** A fresh grpc-js client still gets its message echoed: the server is up and serving. */
+async function assertStillEchoes(port: number): Promise<void> {
+  const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    const call = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+    call.on("error", () => {});
+    const echoed = new Promise<Uint8Array>((r) => call.once("data", r));
+    call.write(new Uint8Array([42]));
+    assert.deepEqual([...await echoed], [42]);
+    call.cancel();
+  } finally {
+    client.close();
+  }
+}
 
 type Call = BidiCall<Uint8Array, Uint8Array>;
 
@@ -224,17 +231,7 @@ Deno.test("h2 server: 200 clients resetting their streams and closing at once do
     for (const c of clients) c.close();
     await waitUntil(() => server.callCount === 0, 30_000, "every call freed");
     await waitUntil(() => server.connectionCount === 0, 30_000, "every connection closed");
-    const c = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-    try {
-      const call = c.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
-      call.on("error", () => {});
-      const echoed = new Promise<Uint8Array>((r) => call.once("data", r));
-      call.write(new Uint8Array([42]));
-      assert.deepEqual([...await echoed], [42]);
-      call.cancel();
-    } finally {
-      c.close();
-    }
+    await assertStillEchoes(port);
   });
 });
 
@@ -723,17 +720,7 @@ Deno.test("h2 server: raw peers — random frames after a valid handshake never 
       await p.send(...frames).catch(() => {});
       p.close();
     }
-    const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-    try {
-      const call = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
-      call.on("error", () => {});
-      const echoed = new Promise<Uint8Array>((r) => call.once("data", r));
-      call.write(new Uint8Array([42]));
-      assert.deepEqual([...await echoed], [42]);
-      call.cancel();
-    } finally {
-      client.close();
-    }
+    await assertStillEchoes(port);
   }, { onError: (e) => errors.push(e) });
   assert.deepEqual(errors, [], "no internal error reported");
 });

@@ -38,22 +38,12 @@ import {
   strictJsonProblems,
   StrictProtoError,
 } from "../support/upstream_protos.ts";
+import { route as validRoute } from "./xds_client.ts";
 
+/** The route "web" (10080 → 10.0.0.5:8080) with `overrides`. */
 function route(overrides: Partial<EnvoyRoute> = {}): EnvoyRoute {
-  return {
-    id: "id-web",
-    envoy_node_id: "node-1",
-    name: "web",
-    listen_port: 10080,
-    backend_host: "10.0.0.5",
-    backend_port: 8080,
-    cluster_type: "static",
-    connect_timeout_secs: 5,
-    proxy_protocol: 0,
-    source: "dynamic",
-    status: "active",
-    ...overrides,
-  };
+  const web = { id: "id-web", envoy_node_id: "node-1", backend_host: "10.0.0.5" };
+  return validRoute("web", 10080, { ...web, ...overrides });
 }
 
 /** Path access into decoded objects: `at(obj, "a", 0, "b")`. */
@@ -67,6 +57,12 @@ function at(obj: unknown, ...path: (string | number)[]): unknown {
     cur = (cur as Record<string | number, unknown>)[key];
   }
   return cur;
+}
+
+/** The socket address of a decoded cluster's one endpoint. */
+function endpointOf(cluster: DecodedObject): DecodedObject {
+  const path = ["load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address"];
+  return at(cluster, ...path, "socket_address") as DecodedObject;
 }
 
 function decodeOnly(r: EnvoyRoute): { cluster: DecodedObject; listener: DecodedObject } {
@@ -162,42 +158,14 @@ Deno.test("cluster_type maps to the discovery type; unknown types become LOGICAL
   for (const [clusterType, host, expected] of cases) {
     const { cluster } = decodeOnly(route({ cluster_type: clusterType, backend_host: host }));
     assert.equal(cluster.type, expected, `cluster_type ${JSON.stringify(clusterType)}`);
-    assert.equal(
-      at(
-        cluster,
-        "load_assignment",
-        "endpoints",
-        0,
-        "lb_endpoints",
-        0,
-        "endpoint",
-        "address",
-        "socket_address",
-        "address",
-      ),
-      host,
-    );
+    assert.equal(endpointOf(cluster).address, host);
   }
 });
 
 Deno.test("IPv6 backends: bracketed literal is unwrapped; static accepts IPv6", () => {
   const { cluster } = decodeOnly(route({ backend_host: "[2001:db8::7]" }));
   assert.equal(cluster.type, "STATIC");
-  assert.equal(
-    at(
-      cluster,
-      "load_assignment",
-      "endpoints",
-      0,
-      "lb_endpoints",
-      0,
-      "endpoint",
-      "address",
-      "socket_address",
-      "address",
-    ),
-    "2001:db8::7",
-  );
+  assert.equal(endpointOf(cluster).address, "2001:db8::7");
 });
 
 Deno.test("fractional connect timeout becomes seconds + nanos", () => {
@@ -408,17 +376,7 @@ Deno.test("property: any routes → every resource decodes upstream and is valid
         const t = c.connect_timeout as { seconds?: string; nanos?: number };
         assert.ok(Number(t.seconds ?? 0) > 0 || (t.nanos ?? 0) > 0, "connect_timeout must be > 0");
         assert.ok((t.nanos ?? 0) < 1e9);
-        const sa = at(
-          c,
-          "load_assignment",
-          "endpoints",
-          0,
-          "lb_endpoints",
-          0,
-          "endpoint",
-          "address",
-          "socket_address",
-        ) as DecodedObject;
+        const sa = endpointOf(c);
         assert.ok(typeof sa.address === "string" && sa.address !== "");
         assert.ok((sa.port_value as number) >= 1 && (sa.port_value as number) <= 65535);
         if (c.type === "STATIC") assert.match(sa.address as string, /^[\d.]+$|:/);

@@ -347,23 +347,28 @@ export async function metricValue(
   return hit?.value ?? 0;
 }
 
+/** A grpc-js bidi method definition at `path` whose messages are raw bytes. */
+export function bytesMethod(path: string) {
+  return {
+    path,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (b: Uint8Array) => Buffer.from(b),
+    requestDeserialize: (b: Buffer) => new Uint8Array(b),
+    responseSerialize: (b: Uint8Array) => Buffer.from(b),
+    responseDeserialize: (b: Buffer) => new Uint8Array(b),
+  };
+}
+
 /** A raw-bytes SotW or Delta ADS stream: responses are the exact bytes the server wrote. */
 export function rawAdsStream(
   port: number,
   mode: "sotw" | "delta",
 ): { client: grpc.Client; call: grpc.ClientDuplexStream<Uint8Array, Uint8Array> } {
-  const identity = {
-    Raw: {
-      path: XDS_METHOD_PATHS.ads[mode],
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: (b: Uint8Array) => Buffer.from(b),
-      requestDeserialize: (b: Buffer) => new Uint8Array(b),
-      responseSerialize: (b: Uint8Array) => Buffer.from(b),
-      responseDeserialize: (b: Buffer) => new Uint8Array(b),
-    },
-  };
-  const Ctor = grpc.makeGenericClientConstructor(identity, "raw");
+  const Ctor = grpc.makeGenericClientConstructor(
+    { Raw: bytesMethod(XDS_METHOD_PATHS.ads[mode]) },
+    "raw",
+  );
   const client = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   // deno-lint-ignore no-explicit-any
   const call = (client as any).Raw() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
