@@ -10,22 +10,22 @@
 import { SigmaClient } from "./lib/api/client.ts";
 import { DEMO_STATIC_ENVOY_YAML, DevApi } from "./lib/api/dev_server.ts";
 import { Lifecycle } from "./lib/agent/lifecycle.ts";
-import { type Config, ConfigError, envNames, parseConfig, VERSION } from "./lib/config.ts";
-import type { AgentContext, Feature } from "./lib/context.ts";
-import { envoyBootstrapCommand } from "./lib/envoy_bootstrap.ts";
+import { type Config, ConfigError, envNames, parseConfig, VERSION } from "./lib/core/config.ts";
+import type { AgentContext, Feature } from "./lib/core/context.ts";
+import { envoyBootstrapCommand } from "./lib/xds/bootstrap.ts";
 import { startStaticSync } from "./lib/envoy_static/mod.ts";
 import { resolveHostname } from "./lib/host/hostname.ts";
 import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
 import { PublicIpResolver } from "./lib/host/public_ip.ts";
 import { collectSystemInfo } from "./lib/host/system_info.ts";
-import { type RunningHttpServer, startHttpServer } from "./lib/http_server.ts";
-import { createLogger, type Logger } from "./lib/log.ts";
-import { createMetrics } from "./lib/metrics.ts";
+import { type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
+import { createLogger, type Logger } from "./lib/core/log.ts";
+import { createMetrics } from "./lib/core/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
-import { StateStore } from "./lib/state_store.ts";
-import { StatusBoard } from "./lib/status.ts";
-import { statusCommand } from "./lib/status_cli.ts";
-import { statusPageRoute } from "./lib/status_page.ts";
+import { StateStore } from "./lib/core/state_store.ts";
+import { StatusBoard } from "./lib/status/board.ts";
+import { statusCommand } from "./lib/status/cli.ts";
+import { statusPageRoute } from "./lib/status/page.ts";
 import { startXds } from "./lib/xds/mod.ts";
 
 /** Upper bound for a clean shutdown; systemd/Kubernetes usually allow more, we promise 5 s. */

@@ -16,8 +16,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { silentLogger } from "../lib/log.ts";
-import { createMetrics } from "../lib/metrics.ts";
+import { silentLogger } from "../lib/core/log.ts";
+import { createMetrics } from "../lib/core/metrics.ts";
 import { PortScan } from "../lib/ports/port_scan.ts";
 import { BindScanner, bindTest, type PortRange } from "../lib/ports/scanner.ts";
 

@@ -41,10 +41,10 @@ import {
   DiscoveryResponseSchema,
 } from "../proto/gen/envoy/service/discovery/v3/discovery_pb.ts";
 import type { EnvoyRoute } from "../lib/api/types.ts";
-import { createLogger } from "../lib/log.ts";
-import { createMetrics } from "../lib/metrics.ts";
+import { createLogger } from "../lib/core/log.ts";
+import { createMetrics } from "../lib/core/metrics.ts";
 import { SnapshotCache, snapshotInput, TYPE_URLS } from "../lib/xds/cache.ts";
-import { GrpcServer } from "../lib/xds/h2_server.ts";
+import { GrpcServer } from "../lib/grpc/h2_server.ts";
 import { buildResources, type BuiltResource, type BuiltResources } from "../lib/xds/resources.ts";
 import { XDS_METHOD_PATHS, XdsServer } from "../lib/xds/server.ts";
 

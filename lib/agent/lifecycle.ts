@@ -19,10 +19,10 @@
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
 import type { HeartbeatRequest, IpAddress, RegisterRequest, SystemInfo } from "../api/types.ts";
-import type { Logger } from "../log.ts";
-import type { AgentMetrics } from "../metrics.ts";
-import { Backoff, jittered, sleep } from "../schedule.ts";
-import type { StateStore } from "../state_store.ts";
+import type { Logger } from "../core/log.ts";
+import type { AgentMetrics } from "../core/metrics.ts";
+import { Backoff, jittered, sleep } from "../core/schedule.ts";
+import type { StateStore } from "../core/state_store.ts";
 
 /** File in the state dir holding the VPS id. */
 export const VPS_STATE_FILE = "vps.json";

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { readCapped } from "../read_body.ts";
+import { readCapped } from "../http/read_body.ts";
 import {
   type EnvoyNode,
   type EnvoyRoute,

@@ -17,8 +17,8 @@
  *
  * @module
  */
-import type { AgentContext, Feature } from "../context.ts";
-import { runPeriodic } from "../schedule.ts";
+import type { AgentContext, Feature } from "../core/context.ts";
+import { runPeriodic } from "../core/schedule.ts";
 import { resolveConfigPaths, staticNodeId } from "./paths.ts";
 import { type FileSyncStatus, StaticFileSync } from "./sync.ts";
 

@@ -33,9 +33,9 @@
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
 import type { EnvoyNode, StaticRouteEntry } from "../api/types.ts";
-import type { Logger } from "../log.ts";
-import type { AgentMetrics } from "../metrics.ts";
-import { Backoff, jittered, sleep } from "../schedule.ts";
+import type { Logger } from "../core/log.ts";
+import type { AgentMetrics } from "../core/metrics.ts";
+import { Backoff, jittered, sleep } from "../core/schedule.ts";
 import { EnvoyConfigError, parseEnvoyConfig } from "./parser.ts";
 import { baseName, dirName } from "./paths.ts";
 

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { Logger } from "../log.ts";
+import type { Logger } from "../core/log.ts";
 import { isIpLiteral, isLoopbackOrLinkLocal } from "./ips.ts";
 
 /** Options of {@linkcode PublicIpResolver}. */

@@ -17,12 +17,12 @@
  * @module
  */
 
-import type { HttpRoute } from "../context.ts";
-import { jsonResponse } from "../http_server.ts";
-import type { Logger } from "../log.ts";
-import type { AgentMetrics } from "../metrics.ts";
+import type { HttpRoute } from "../core/context.ts";
+import { jsonResponse } from "../http/server.ts";
+import type { Logger } from "../core/log.ts";
+import type { AgentMetrics } from "../core/metrics.ts";
 import { InsufficientPortsError, type PortAllocator } from "./allocator.ts";
-import { readCapped } from "../read_body.ts";
+import { readCapped } from "../http/read_body.ts";
 
 /** The largest `count` one call may ask for (the seed's bound). */
 export const MAX_ALLOCATE_COUNT = 100;

@@ -19,8 +19,8 @@
  * @module
  */
 
-import type { AgentContext, Feature } from "../context.ts";
-import { runPeriodic } from "../schedule.ts";
+import type { AgentContext, Feature } from "../core/context.ts";
+import { runPeriodic } from "../core/schedule.ts";
 import { createAllocateRoute, isLoopbackAddress } from "./allocate_route.ts";
 import { PortAllocator } from "./allocator.ts";
 import type { SsCommandOptions } from "./listeners.ts";

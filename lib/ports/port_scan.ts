@@ -18,8 +18,8 @@
  * @module
  */
 
-import type { Logger } from "../log.ts";
-import { type AgentMetrics, PORT_SOURCES, type PortSource } from "../metrics.ts";
+import type { Logger } from "../core/log.ts";
+import { type AgentMetrics, PORT_SOURCES, type PortSource } from "../core/metrics.ts";
 import { readListeningPorts, type SsCommandOptions } from "./listeners.ts";
 import { Mutex } from "./mutex.ts";
 import { type Availability, BindScanner, type PortRange } from "./scanner.ts";

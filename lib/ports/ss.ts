@@ -25,7 +25,7 @@
  * @module
  */
 
-import { PORT_SOURCES, type PortSource } from "../metrics.ts";
+import { PORT_SOURCES, type PortSource } from "../core/metrics.ts";
 
 /** One listening TCP socket as `ss` printed it. */
 export interface SsListener {

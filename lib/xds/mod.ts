@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { AgentContext, Feature } from "../context.ts";
+import type { AgentContext, Feature } from "../core/context.ts";
 import { SnapshotCache } from "./cache.ts";
 import { SnapshotPoller } from "./poller.ts";
 import { XdsServer } from "./server.ts";

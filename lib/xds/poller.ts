@@ -25,10 +25,10 @@
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
 import type { EnvoyRoute } from "../api/types.ts";
-import type { Logger } from "../log.ts";
-import type { AgentMetrics } from "../metrics.ts";
-import { jittered, sleep } from "../schedule.ts";
-import type { StateStore } from "../state_store.ts";
+import type { Logger } from "../core/log.ts";
+import type { AgentMetrics } from "../core/metrics.ts";
+import { jittered, sleep } from "../core/schedule.ts";
+import type { StateStore } from "../core/state_store.ts";
 import { type SnapshotCache, snapshotInput } from "./cache.ts";
 import { buildResources, type BuiltResources } from "./resources.ts";
 

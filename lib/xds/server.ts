@@ -16,7 +16,7 @@
  * ```ts
  * import { SnapshotCache } from "./cache.ts";
  * import { XdsServer } from "./server.ts";
- * import { silentLogger } from "../log.ts";
+ * import { silentLogger } from "../core/log.ts";
  * const server = new XdsServer({ cache: new SnapshotCache(), log: silentLogger });
  * const port = await server.listen("127.0.0.1", 0);
  * await server.stop();
@@ -30,12 +30,12 @@ import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import { AggregatedDiscoveryService } from "../../proto/gen/envoy/service/discovery/v3/ads_pb.ts";
 import { ClusterDiscoveryService } from "../../proto/gen/envoy/service/cluster/v3/cds_pb.ts";
 import { ListenerDiscoveryService } from "../../proto/gen/envoy/service/listener/v3/lds_pb.ts";
-import { VERSION } from "../config.ts";
-import type { Logger } from "../log.ts";
-import type { AgentMetrics } from "../metrics.ts";
+import { VERSION } from "../core/config.ts";
+import type { Logger } from "../core/log.ts";
+import type { AgentMetrics } from "../core/metrics.ts";
 import type { SnapshotCache, XdsType } from "./cache.ts";
-import { type BidiCall, type BidiMethod, GrpcStatus } from "./grpc.ts";
-import { GrpcServer } from "./h2_server.ts";
+import { type BidiCall, type BidiMethod, GrpcStatus } from "../grpc/call.ts";
+import { GrpcServer } from "../grpc/h2_server.ts";
 import {
   type DeltaRequest,
   type Push,

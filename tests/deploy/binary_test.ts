@@ -10,7 +10,7 @@
  * same checks against the launcher the container image uses, with the same flags.
  */
 import assert from "node:assert/strict";
-import { VERSION } from "../../lib/config.ts";
+import { VERSION } from "../../lib/core/config.ts";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 import { canUseProductionStateDir, ROOT, run, shortRealRun } from "./support.ts";
 

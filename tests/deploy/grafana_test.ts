@@ -4,7 +4,7 @@
  * exports (checked against the `/metrics` of a running agent).
  */
 import assert from "node:assert/strict";
-import { createMetrics } from "../../lib/metrics.ts";
+import { createMetrics } from "../../lib/core/metrics.ts";
 import {
   expandGrafanaVariables,
   exportedNames,

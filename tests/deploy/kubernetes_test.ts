@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
-import { VERSION } from "../../lib/config.ts";
+import { VERSION } from "../../lib/core/config.ts";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 import { ROOT, run, which } from "./support.ts";
 

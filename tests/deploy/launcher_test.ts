@@ -8,7 +8,7 @@
  * an unwritable Deno cache (the image's USER and read-only root).
  */
 import assert from "node:assert/strict";
-import { VERSION } from "../../lib/config.ts";
+import { VERSION } from "../../lib/core/config.ts";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 import { canUseProductionStateDir, ROOT, run, shortRealRun, which } from "./support.ts";
 

@@ -6,7 +6,7 @@
  * environment file only sets variables the agent reads, with valid values.
  */
 import assert from "node:assert/strict";
-import { envNames, parseConfig } from "../../lib/config.ts";
+import { envNames, parseConfig } from "../../lib/core/config.ts";
 import { requireTool, ROOT, run, skipWithout } from "./support.ts";
 
 const UNIT = `${ROOT}deploy/systemd/sigma-agent.service`;

@@ -6,13 +6,13 @@
 import assert from "node:assert/strict";
 import { SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
-import { parseConfig } from "../../lib/config.ts";
-import type { AgentContext } from "../../lib/context.ts";
+import { parseConfig } from "../../lib/core/config.ts";
+import type { AgentContext } from "../../lib/core/context.ts";
 import { startStaticSync } from "../../lib/envoy_static/mod.ts";
-import { silentLogger } from "../../lib/log.ts";
-import { createMetrics } from "../../lib/metrics.ts";
-import { StateStore } from "../../lib/state_store.ts";
-import { StatusBoard } from "../../lib/status.ts";
+import { silentLogger } from "../../lib/core/log.ts";
+import { createMetrics } from "../../lib/core/metrics.ts";
+import { StateStore } from "../../lib/core/state_store.ts";
+import { StatusBoard } from "../../lib/status/board.ts";
 import { freePort, spawnAgent, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
 
 const HOST = "h1";

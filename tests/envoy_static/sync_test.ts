@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
 import type { StaticRouteEntry } from "../../lib/api/types.ts";
-import { createLogger } from "../../lib/log.ts";
-import { type AgentMetrics, createMetrics } from "../../lib/metrics.ts";
+import { createLogger } from "../../lib/core/log.ts";
+import { type AgentMetrics, createMetrics } from "../../lib/core/metrics.ts";
 import {
   NODE_DESCRIPTION,
   StaticFileSync,

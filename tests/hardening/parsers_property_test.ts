@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ConfigError, OPTIONS, parseConfig } from "../../lib/config.ts";
+import { ConfigError, OPTIONS, parseConfig } from "../../lib/core/config.ts";
 import {
   ApiShapeError,
   parseEnvoyNode,

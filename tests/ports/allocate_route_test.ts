@@ -1,11 +1,11 @@
 /**
- * `POST /ports/allocate` through the agent's real HTTP server (lib/http_server.ts) with the ports
+ * `POST /ports/allocate` through the agent's real HTTP server (lib/http/server.ts) with the ports
  * feature started as main.ts starts it: success on real sockets, concurrent callers, every error
  * status with its JSON body, the bearer token, and the allocation counters.
  */
 import assert from "node:assert/strict";
-import type { Feature } from "../../lib/context.ts";
-import { type RunningHttpServer, startHttpServer } from "../../lib/http_server.ts";
+import type { Feature } from "../../lib/core/context.ts";
+import { type RunningHttpServer, startHttpServer } from "../../lib/http/server.ts";
 import { isLoopbackAddress } from "../../lib/ports/allocate_route.ts";
 import { startPorts } from "../../lib/ports/mod.ts";
 import type { PortRange } from "../../lib/ports/scanner.ts";

@@ -1,11 +1,11 @@
 /**
- * The real `/metrics` (lib/http_server.ts) after a real scan passes `promtool check metrics`
+ * The real `/metrics` (lib/http/server.ts) after a real scan passes `promtool check metrics`
  * (Debian `prometheus`; skipped when missing, failing on CI), carries every port source with the
  * `hostname` label, and escapes odd process names in label values.
  */
 import assert from "node:assert/strict";
-import { startHttpServer } from "../../lib/http_server.ts";
-import { PORT_SOURCES } from "../../lib/metrics.ts";
+import { startHttpServer } from "../../lib/http/server.ts";
+import { PORT_SOURCES } from "../../lib/core/metrics.ts";
 import { startPorts } from "../../lib/ports/mod.ts";
 import { assertPromtoolAcceptsMetrics, requireTool, skipWithout } from "../deploy/support.ts";
 import { waitFor } from "../helpers.ts";

@@ -5,7 +5,7 @@
  * once, and the `/status` section describes it all.
  */
 import assert from "node:assert/strict";
-import { PORT_SOURCES } from "../../lib/metrics.ts";
+import { PORT_SOURCES } from "../../lib/core/metrics.ts";
 import { startPorts } from "../../lib/ports/mod.ts";
 import { waitFor } from "../helpers.ts";
 import { freeBlock, holdSockets, metricValue, portsContext } from "./support.ts";

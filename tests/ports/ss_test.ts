@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { PORT_SOURCES } from "../../lib/metrics.ts";
+import { PORT_SOURCES } from "../../lib/core/metrics.ts";
 import {
   countBySource,
   listeningPorts,

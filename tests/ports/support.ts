@@ -8,13 +8,13 @@
  */
 
 import { SigmaClient } from "../../lib/api/client.ts";
-import { parseConfig } from "../../lib/config.ts";
-import type { AgentContext } from "../../lib/context.ts";
-import { createLogger } from "../../lib/log.ts";
-import { createMetrics } from "../../lib/metrics.ts";
+import { parseConfig } from "../../lib/core/config.ts";
+import type { AgentContext } from "../../lib/core/context.ts";
+import { createLogger } from "../../lib/core/log.ts";
+import { createMetrics } from "../../lib/core/metrics.ts";
 import { bindTest, type PortRange } from "../../lib/ports/scanner.ts";
-import { StateStore } from "../../lib/state_store.ts";
-import { StatusBoard } from "../../lib/status.ts";
+import { StateStore } from "../../lib/core/state_store.ts";
+import { StatusBoard } from "../../lib/status/board.ts";
 
 const HOLD_SOCKETS = new URL("./hold_sockets.pl", import.meta.url).pathname;
 

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { DevApi } from "../../lib/api/dev_server.ts";
-import { assessHealth } from "../../lib/status_health.ts";
-import { renderStatus } from "../../lib/status_cli.ts";
+import { assessHealth } from "../../lib/status/health.ts";
+import { renderStatus } from "../../lib/status/cli.ts";
 import { agentPermissionFlags, freePort, ROOT, spawnAgent, waitFor } from "../helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { parse as parseYaml } from "yaml";
-import { parseConfig } from "../../lib/config.ts";
+import { parseConfig } from "../../lib/core/config.ts";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 
 const DOC = new URL("../../README.md", import.meta.url);

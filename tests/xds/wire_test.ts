@@ -12,7 +12,7 @@ import {
 } from "../../proto/gen/envoy/service/discovery/v3/discovery_pb.ts";
 import { TYPE_URLS } from "../../lib/xds/cache.ts";
 import { buildResources } from "../../lib/xds/resources.ts";
-import { frameMessage } from "../../lib/xds/grpc.ts";
+import { frameMessage } from "../../lib/grpc/call.ts";
 import { encodeDeltaResponse, encodeSotwResponse } from "../../lib/xds/wire.ts";
 import { decodeAny } from "../support/upstream_protos.ts";
 import { route } from "./xds_client.ts";

@@ -31,8 +31,8 @@ import {
 } from "../../proto/gen/envoy/config/listener/v3/listener_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { EnvoyRoute } from "../../lib/api/types.ts";
-import { createLogger } from "../../lib/log.ts";
-import { type AgentMetrics, createMetrics } from "../../lib/metrics.ts";
+import { createLogger } from "../../lib/core/log.ts";
+import { type AgentMetrics, createMetrics } from "../../lib/core/metrics.ts";
 import { SnapshotCache, snapshotInput, TYPE_URLS } from "../../lib/xds/cache.ts";
 import { buildResources } from "../../lib/xds/resources.ts";
 import { XDS_METHOD_PATHS, XdsServer } from "../../lib/xds/server.ts";

@@ -1,5 +1,5 @@
 /**
- * lib/envoy_bootstrap.ts and the shipped bootstraps: every bootstrap — generated for any valid
+ * lib/xds/bootstrap.ts and the shipped bootstraps: every bootstrap — generated for any valid
  * options, and each file shipped in deploy/ — decodes strictly as the upstream
  * `envoy.config.bootstrap.v3.Bootstrap` (unknown fields are errors), and points at the agent's
  * xDS port. The shipped files are exactly what the generator prints.
@@ -7,20 +7,20 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parse as parseYaml } from "yaml";
-import { parseConfig } from "../../lib/config.ts";
+import { parseConfig } from "../../lib/core/config.ts";
 import {
   BOOTSTRAP_DEFAULTS,
   envoyBootstrap,
   envoyBootstrapCommand,
   envoyBootstrapYaml,
   XDS_CLUSTER_NAME,
-} from "../../lib/envoy_bootstrap.ts";
+} from "../../lib/xds/bootstrap.ts";
 import { loadUpstream, strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 import { DEMO_NODE_ID, DevApi } from "../../lib/api/dev_server.ts";
 import { freePort, spawnAgent, waitFor } from "../helpers.ts";
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { ROOT } from "./support.ts";
+import { ROOT } from "../deploy/support.ts";
 
 /** The options the shipped bootstraps were generated with (node id is set by `--service-node`). */
 const SHIPPED = { nodeId: "sigma-envoy" };

@@ -18,7 +18,7 @@
  * ends before any message. Keepalive: a PING after `keepaliveIntervalMs` of silence; no ACK within
  * `keepaliveTimeoutMs` closes the connection and ends its calls.
  *
- * Hardening, like `lib/http1.ts`: a preface deadline, a connection cap, at most 100 concurrent
+ * Hardening, like `lib/http/http1.ts`: a preface deadline, a connection cap, at most 100 concurrent
  * streams per connection (more are refused with REFUSED_STREAM), a header block size and
  * CONTINUATION count limit, and budgets for resets (CVE-2023-44487 "rapid reset"), PINGs and
  * SETTINGS (GOAWAY ENHANCE_YOUR_CALM). Any protocol error is a GOAWAY with its code, then close.
@@ -50,7 +50,7 @@ import {
   grpcMessageEncode,
   GrpcStatus,
   MessageReader,
-} from "./grpc.ts";
+} from "./call.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
 
 /** Options of {@linkcode GrpcServer}: the methods, then message and HTTP/2 limits. */

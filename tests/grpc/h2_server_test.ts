@@ -10,10 +10,10 @@
 
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { type BidiCall, GrpcStatus } from "../../lib/xds/grpc.ts";
-import { GrpcServer, H2ErrorCode, type H2ServerOptions } from "../../lib/xds/h2_server.ts";
-import { encodeHeaders, HpackDecoder } from "../../lib/xds/hpack.ts";
-import { bytesMethod, waitUntil } from "./xds_client.ts";
+import { type BidiCall, GrpcStatus } from "../../lib/grpc/call.ts";
+import { GrpcServer, H2ErrorCode, type H2ServerOptions } from "../../lib/grpc/h2_server.ts";
+import { encodeHeaders, HpackDecoder } from "../../lib/grpc/hpack.ts";
+import { bytesMethod, waitUntil } from "../xds/xds_client.ts";
 
 const ECHO = "/test.Echo/Chat";
 /** A 4-byte message N asks for N bytes back; any other message is answered with its length. */

@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { statusPageRoute } from "./status_page.ts";
+ * import { statusPageRoute } from "./page.ts";
  * // mounted by main.ts on the metrics port: GET / → text/html
  * const route = statusPageRoute();
  * ```
@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { HttpRoute } from "./context.ts";
+import type { HttpRoute } from "../core/context.ts";
 
 const PAGE = `<!doctype html>
 <html lang="en">

@@ -1,6 +1,6 @@
 /** The metrics-port transport against raw TCP clients: limits, keep-alive, errors. */
 import assert from "node:assert/strict";
-import { type Http1Limits, serveHttp1 } from "../lib/http1.ts";
+import { type Http1Limits, serveHttp1 } from "../../lib/http/http1.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { assessHealth } from "./status_health.ts";
+ * import { assessHealth } from "./health.ts";
  * assessHealth({ agent: { registration: "registered", last_heartbeat: { ok: true } } });
  * // { healthy: true, problems: [] }
  * ```

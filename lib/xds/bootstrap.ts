@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * import { envoyBootstrapYaml } from "./envoy_bootstrap.ts";
+ * import { envoyBootstrapYaml } from "./bootstrap.ts";
  * const yaml = envoyBootstrapYaml({ nodeId: "layer4-01", xdsPort: 18000 });
  * // yaml starts with a comment, then `node: { id: layer4-01, cluster: sigma }` …
  * ```
@@ -19,7 +19,7 @@
  */
 
 import { stringify } from "yaml";
-import { isIpLiteral } from "./host/ips.ts";
+import { isIpLiteral } from "../host/ips.ts";
 
 /** Name of the static cluster that points at the agent (the static sync skips it by name). */
 export const XDS_CLUSTER_NAME = "xds_cluster";
@@ -104,7 +104,7 @@ function checkName(name: string, value: string): string {
  *
  * @example
  * ```ts
- * import { envoyBootstrap } from "./envoy_bootstrap.ts";
+ * import { envoyBootstrap } from "./bootstrap.ts";
  * const b = envoyBootstrap({ nodeId: "edge-1" });
  * // (b.node as { id: string }).id === "edge-1"
  * ```
@@ -200,7 +200,7 @@ function shellQuote(s: string): string {
  *
  * @example
  * ```ts
- * import { envoyBootstrapYaml } from "./envoy_bootstrap.ts";
+ * import { envoyBootstrapYaml } from "./bootstrap.ts";
  * await Deno.writeTextFile("/etc/envoy/bootstrap.yaml", envoyBootstrapYaml({ nodeId: "edge-1" }));
  * ```
  */
@@ -262,7 +262,7 @@ function parsePort(flag: string, raw: string, allowZero: boolean): number {
  *
  * @example
  * ```ts
- * import { envoyBootstrapCommand } from "./envoy_bootstrap.ts";
+ * import { envoyBootstrapCommand } from "./bootstrap.ts";
  * const r = envoyBootstrapCommand(["--node-id", "layer4-01", "--xds-port=18001"]);
  * // r.exitCode === 0; r.stdout is the YAML
  * ```

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { frameMessage, MessageReader } from "./grpc.ts";
+ * import { frameMessage, MessageReader } from "./call.ts";
  * const reader = new MessageReader(1024);
  * reader.push(frameMessage(new Uint8Array([7, 9]))); // [Uint8Array [7, 9]]
  * ```

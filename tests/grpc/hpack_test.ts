@@ -11,7 +11,7 @@ import {
   HpackDecoder,
   HpackError,
   huffmanDecode,
-} from "../../lib/xds/hpack.ts";
+} from "../../lib/grpc/hpack.ts";
 
 function hex(s: string): Uint8Array {
   const clean = s.replace(/\s+/g, "");

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Backoff, jittered, runPeriodic, sleep } from "../lib/schedule.ts";
+import { Backoff, jittered, runPeriodic, sleep } from "../../lib/core/schedule.ts";
 
 Deno.test("backoff doubles from 1 s to a 60 s cap with full jitter", () => {
   const ceilings: number[] = [];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/log.ts";
+import { createLogger } from "../../lib/core/log.ts";
 
 Deno.test("json lines with level filter and child fields", () => {
   const lines: string[] = [];

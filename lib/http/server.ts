@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { startHttpServer } from "./http_server.ts";
+ * import { startHttpServer } from "./server.ts";
  * // const srv = startHttpServer({ hostname: "0.0.0.0", port: 9102, metrics, board, ready, routes: [], log });
  * // await srv.shutdown();
  * ```
@@ -13,11 +13,11 @@
  * @module
  */
 
-import type { HttpRoute, ReadinessCheck } from "./context.ts";
+import type { HttpRoute, ReadinessCheck } from "../core/context.ts";
 import { type Http1Limits, serveHttp1 } from "./http1.ts";
-import type { Logger } from "./log.ts";
-import type { AgentMetrics } from "./metrics.ts";
-import type { StatusBoard } from "./status.ts";
+import type { Logger } from "../core/log.ts";
+import type { AgentMetrics } from "../core/metrics.ts";
+import type { StatusBoard } from "../status/board.ts";
 
 /** Options of {@linkcode startHttpServer}. */
 export interface HttpServerOptions {

@@ -1,7 +1,7 @@
 /** The README's promises stay true: the quick start, every option, every task it names. */
 import assert from "node:assert/strict";
-import { OPTIONS } from "../lib/config.ts";
-import { ROOT } from "./helpers.ts";
+import { OPTIONS } from "../../lib/core/config.ts";
+import { ROOT } from "../helpers.ts";
 
 const readme = Deno.readTextFileSync(`${ROOT}README.md`);
 const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks as Record<string, string>;

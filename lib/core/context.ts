@@ -6,12 +6,12 @@
  * @module
  */
 
-import type { SigmaClient } from "./api/client.ts";
+import type { SigmaClient } from "../api/client.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { StateStore } from "./state_store.ts";
-import type { StatusBoard } from "./status.ts";
+import type { StatusBoard } from "../status/board.ts";
 
 /** An HTTP handler mounted on the metrics port. */
 export type RouteHandler = (

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { StateStore } from "../lib/state_store.ts";
+import { StateStore } from "../../lib/core/state_store.ts";
 
 Deno.test("atomic JSON round trip, no temp files left, private mode", async () => {
   const dir = await Deno.makeTempDir();

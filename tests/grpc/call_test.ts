@@ -11,7 +11,7 @@ import {
   grpcMessageEncode,
   GrpcStatus,
   MessageReader,
-} from "../../lib/xds/grpc.ts";
+} from "../../lib/grpc/call.ts";
 
 Deno.test("MessageReader: messages across and within chunks; compressed and oversized messages are refused", () => {
   const r = new MessageReader(10);

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { StatusBoard } from "./status.ts";
+ * import { StatusBoard } from "./board.ts";
  * const board = new StatusBoard();
  * board.provide("ports", () => ({ available: 10 }));
  * board.snapshot(); // { ports: { available: 10 } }
@@ -14,7 +14,7 @@
  * @module
  */
 
-import { assessHealth } from "./status_health.ts";
+import { assessHealth } from "./health.ts";
 
 /** Collects per-feature status providers. */
 export class StatusBoard {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { type Config, ConfigError, OPTIONS, parseConfig } from "../lib/config.ts";
-import { agentPermissionFlags, ROOT } from "./helpers.ts";
+import { type Config, ConfigError, OPTIONS, parseConfig } from "../../lib/core/config.ts";
+import { agentPermissionFlags, ROOT } from "../helpers.ts";
 
 function cfg(args: string[], env: Record<string, string> = {}): Config {
   const r = parseConfig(args, env);

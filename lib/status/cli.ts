@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { renderStatus } from "./status_cli.ts";
+ * import { renderStatus } from "./cli.ts";
  * console.log(renderStatus({ agent: { hostname: "vps-1" }, health: { healthy: true, problems: [] } }, false));
  * ```
  *
