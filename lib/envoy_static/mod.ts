@@ -8,6 +8,9 @@
  * Status: `/status` section `static_sync`. Metrics: `sigma_static_sync_total{node_id,result}`,
  * `sigma_static_routes{node_id}`.
  *
+ * May import: `core`, `api`. The parser (`parser.ts`) is pure: files are read by the sync loop and
+ * parsed from text, so it is tested on captured envoy.yaml files.
+ *
  * @example
  * ```ts
  * import { startStaticSync } from "./envoy_static/mod.ts";

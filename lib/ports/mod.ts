@@ -8,6 +8,9 @@
  * (exact bind test over a range, in parallel workers), `port_scan.ts` (one scan → metrics),
  * `allocator.ts` (allocation with reservations), `allocate_route.ts` (the HTTP route).
  *
+ * May import: `core`, `http` (the JSON response and the capped body reader of its route). It serves
+ * its route and gauges through `Feature` and the metrics registry, never by reaching into a server.
+ *
  * @example
  * ```ts
  * import { startPorts } from "./ports/mod.ts";

@@ -6,6 +6,13 @@
  * resource builders (`resources.ts`) and the stream protocol (`protocol.ts`, served by
  * `server.ts`).
  *
+ * Also here: `requests.ts` and `wire.ts` (decoding requests, encoding responses), the stream
+ * timers (`wake_timers.ts`) and `bootstrap.ts`, the `sigma-agent envoy-bootstrap` generator of
+ * the Envoy bootstraps that point at this server.
+ *
+ * May import: `core`, `api`, `host` (IP versions of addresses), `grpc` (the transport, which knows
+ * nothing of xDS) and the generated Envoy protos under `proto/gen/`.
+ *
  * @example
  * ```ts
  * import { startXds } from "./mod.ts";
