@@ -4,7 +4,7 @@
  * and checks three things — the agent is still alive (`/healthz` 200), the bad stream got the
  * answer the xDS rules call for (a clear gRPC status, or silence), and a well-behaved stream
  * opened afterwards still gets its CDS and LDS. The agent's answers are printed as a table (the
- * one in the README's Reliability section).
+ * one in docs/reliability.md, "Malformed requests").
  */
 import assert from "node:assert/strict";
 import {

@@ -1,7 +1,7 @@
 /**
- * The Envoy bootstrap shown in the README's xDS section is valid for Envoy (checked against the
- * upstream `envoy.config.bootstrap.v3.Bootstrap` schema), points at the agent's default xDS address,
- * and the seed's `explicit_http_version` typo would be caught.
+ * The Envoy bootstrap shown in docs/xds.md ("Envoy bootstrap") is valid for Envoy (checked against
+ * the upstream `envoy.config.bootstrap.v3.Bootstrap` schema), points at the agent's default xDS
+ * address, and the seed's `explicit_http_version` typo would be caught.
  */
 
 import assert from "node:assert/strict";
@@ -9,13 +9,14 @@ import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../../lib/core/config.ts";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 
-const DOC = new URL("../../README.md", import.meta.url);
+const DOC = new URL("../../docs/xds.md", import.meta.url);
 
 async function docBootstrap(): Promise<string> {
   const text = await Deno.readTextFile(DOC);
-  const xds = text.indexOf("## Envoy xDS control plane");
-  assert.ok(xds >= 0, "README has the xDS section");
-  const section = text.slice(text.indexOf("### Envoy bootstrap", xds));
+  assert.ok(text.startsWith("# Envoy xDS control plane\n"), "docs/xds.md is the xDS page");
+  const start = text.indexOf("\n## Envoy bootstrap\n");
+  assert.ok(start >= 0, "docs/xds.md has the Envoy bootstrap section");
+  const section = text.slice(start + 1).split(/\n## /)[0];
   const m = /```yaml\n([\s\S]*?)```/.exec(section);
   assert.ok(m, "no yaml block under 'Envoy bootstrap'");
   return m[1];
