@@ -11,6 +11,9 @@ import { DevApi } from "../../lib/api/dev_server.ts";
 import { createLogger } from "../../lib/core/log.ts";
 import { PublicIpResolver } from "../../lib/host/public_ip.ts";
 import { StaticFileSync } from "../../lib/envoy_static/sync.ts";
+import { StateStore } from "../../lib/core/state_store.ts";
+import { SnapshotCache } from "../../lib/xds/cache.ts";
+import { SnapshotPoller } from "../../lib/xds/poller.ts";
 import { freePort, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
 
 /** A self-signed v3 certificate for 127.0.0.1 made by openssl. */
@@ -266,6 +269,43 @@ Deno.test("static sync: a failed post names POST, the URL and the HTTP status wi
   } finally {
     ac.abort();
     await done;
+    await api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("xDS poller: a failing poll names the call and is logged once, then a recovery line", async () => {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}/api`;
+  const lines: Record<string, unknown>[] = [];
+  const dir = await Deno.makeTempDir();
+  const ac = new AbortController();
+  const poller = new SnapshotPoller({
+    api: new SigmaClient({ baseUrl: url, apiKey: undefined, timeoutMs: 2000 }),
+    cache: new SnapshotCache(),
+    store: new StateStore(dir),
+    log: createLogger({ write: (l) => lines.push(JSON.parse(l)) }),
+    vpsId: () => "00000000-0000-4000-8000-000000000001",
+    vpsIdReady: Promise.resolve("00000000-0000-4000-8000-000000000001"),
+    intervalMs: 10_000,
+    signal: ac.signal,
+  });
+  const api = new DevApi({});
+  try {
+    for (let i = 0; i < 3; i++) assert.equal((await poller.pollOnce()).result, "failure");
+    const warns = lines.filter((l) => l.level === "warn");
+    assert.equal(warns.length, 1, JSON.stringify(lines));
+    assert.match(
+      String(warns[0].error),
+      new RegExp(`^GET ${escape(url)}/envoy-nodes\\?vps_id=[^ ]+: connection refused$`),
+    );
+    assert.equal(warns[0].next, "retry in 10 s");
+    api.listen({ hostname: "127.0.0.1", port });
+    assert.equal((await poller.pollOnce()).result, "success");
+    const rec = lines.find((l) => l.msg === "xds: poll recovered");
+    assert.equal(rec?.failures, 3);
+  } finally {
+    ac.abort();
     await api.close();
     await Deno.remove(dir, { recursive: true });
   }
