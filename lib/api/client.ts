@@ -200,7 +200,7 @@ export class SigmaClient {
         ? "server"
         : "client";
       observe(res.status, kind);
-      throw fail(kind, httpStatusCause(res.status, text, true), {
+      throw fail(kind, httpStatusCause(res.status, apiMessage ?? "", true), {
         status: res.status,
         retryAfterMs,
         apiMessage,
