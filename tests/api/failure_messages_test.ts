@@ -14,7 +14,7 @@ import { StaticFileSync } from "../../lib/envoy_static/sync.ts";
 import { StateStore } from "../../lib/core/state_store.ts";
 import { SnapshotCache } from "../../lib/xds/cache.ts";
 import { SnapshotPoller } from "../../lib/xds/poller.ts";
-import { freePort, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
+import { freePort, ROOT, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
 
 /** A self-signed v3 certificate for 127.0.0.1 made by openssl. */
 async function selfSignedCert(): Promise<{ cert: string; key: string }> {
@@ -205,29 +205,7 @@ Deno.test("static sync: a failed post names POST, the URL and the HTTP status wi
   const url = api.listen({ hostname: "127.0.0.1", port: 0 });
   const dir = await Deno.makeTempDir();
   const path = `${dir}/envoy.yaml`;
-  await Deno.writeTextFile(
-    path,
-    `static_resources:
-  listeners:
-  - name: l1
-    address: { socket_address: { address: 0.0.0.0, port_value: 10001 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: l1
-          cluster: c1
-  clusters:
-  - name: c1
-    type: STATIC
-    load_assignment:
-      cluster_name: c1
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 10.0.0.2, port_value: 80 } } }
-`,
-  );
+  await Deno.copyFile(`${ROOT}tests/envoy_static/fixtures/basic.yaml`, path);
   const ac = new AbortController();
   const lines: string[] = [];
   const client = new SigmaClient({ baseUrl: url, apiKey: undefined, timeoutMs: 2000 });
