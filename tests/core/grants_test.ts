@@ -10,7 +10,17 @@ import { spawnAgent } from "../helpers.ts";
 
 async function startFails(args: string[], envoyDir?: string) {
   const agent = await spawnAgent({ args: ["--metrics-port=0", ...args], envoyDir });
-  const st = await agent.status;
+  // Exit at start is the point: an agent still running after 15 s fails the test (and is stopped).
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const st = await Promise.race([
+    agent.status,
+    new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), 15_000)),
+  ]);
+  clearTimeout(timer);
+  if (!st) {
+    await agent.stop();
+    assert.fail(`the agent kept running:\n${agent.lines.join("\n")}`);
+  }
   return { code: st.code, lines: agent.lines.filter((l) => l.trim() !== ""), agent };
 }
 
