@@ -14,7 +14,7 @@ import { StaticFileSync } from "../../lib/envoy_static/sync.ts";
 import { StateStore } from "../../lib/core/state_store.ts";
 import { SnapshotCache } from "../../lib/xds/cache.ts";
 import { SnapshotPoller } from "../../lib/xds/poller.ts";
-import { freePort, ROOT, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
+import { freePort, ROOT, spawnAgent, TEST_SYSTEM_INFO, waitFor } from "../helpers.ts";
 
 /** A self-signed v3 certificate for 127.0.0.1 made by openssl. */
 async function selfSignedCert(): Promise<{ cert: string; key: string }> {
@@ -286,5 +286,32 @@ Deno.test("xDS poller: a failing poll names the call and is logged once, then a 
     ac.abort();
     await api.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("agent process: /status shows the failed call with its URL and cause, never the userinfo", async () => {
+  const closed = freePort();
+  const metricsPort = freePort();
+  const agent = await spawnAgent({
+    args: [
+      `--api-url=http://operator:hunter2@127.0.0.1:${closed}/api`,
+      `--metrics-port=${metricsPort}`,
+      "--metrics-addr=127.0.0.1",
+    ],
+  });
+  try {
+    const a = await waitFor(async () => {
+      const s = await (await fetch(`http://127.0.0.1:${metricsPort}/status`)).json();
+      return s.agent?.last_register?.error ? s.agent : undefined;
+    }, { message: "registration error in /status" });
+    assert.equal(a.api_url, `http://127.0.0.1:${closed}/api`);
+    assert.equal(
+      a.last_register.error,
+      `POST http://127.0.0.1:${closed}/api/agent/register: connection refused`,
+    );
+    const text = agent.lines.join("\n") + JSON.stringify(a);
+    assert.ok(!text.includes("hunter2"), "the password is never shown");
+  } finally {
+    await agent.stop();
   }
 });
