@@ -1,10 +1,10 @@
-# syntax=docker/dockerfile:1
 # sigma-agent container image.
 #
 #   docker build -t sigma-agent:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# Everything the build fetches comes from Debian and the npm registry: Deno itself is the npm
-# package `deno` (its postinstall links the native binary). `deno compile` is not used because it
+# Besides the two base images named in FROM, everything the build fetches comes from Debian and
+# the npm registry (no `# syntax=` line, so BuildKit pulls no frontend image): Deno itself is the
+# npm package `deno` (its postinstall links the native binary). `deno compile` is not used because it
 # downloads its runtime base from dl.deno.land; the image runs the same code with the same
 # permission flags (deploy/permissions.flags) through the launcher deploy/bin/sigma-agent.
 
@@ -57,8 +57,9 @@ EXPOSE 9102/tcp 18000/tcp
 # (`ss -p` needs root with CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH, and the host PID namespace);
 # compose.yaml and the Kubernetes DaemonSet run it as root with just those capabilities.
 USER 10001:10001
-# Health through the agent itself (no curl in the image): `status` asks the agent's /status on
-# 127.0.0.1:$AGENT_METRICS_PORT and exits non-zero when it is unhealthy or unreachable.
+# Health through the agent itself (no curl in the image): `status` asks /status where the running
+# agent recorded it listens ($AGENT_STATE_DIR/listen.json, so settings given as flags count too; a
+# wildcard address is asked on loopback) and exits non-zero when it is unhealthy or unreachable.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/sigma-agent", "status"]
 ENTRYPOINT ["/usr/local/bin/sigma-agent"]

@@ -25,6 +25,9 @@ import { startPorts } from "./lib/ports/mod.ts";
 import { StateStore } from "./lib/core/state_store.ts";
 import { StatusBoard } from "./lib/status/board.ts";
 import { statusCommand } from "./lib/status/cli.ts";
+import { writeListenRecord } from "./lib/status/listen.ts";
+import { checkCommand } from "./lib/check/mod.ts";
+import { checkGrants, grantProblemLine } from "./lib/core/grants.ts";
 import { statusPageRoute } from "./lib/status/page.ts";
 import { startXds } from "./lib/xds/mod.ts";
 
@@ -116,8 +119,9 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   board.provide("agent", () => ({
     version: VERSION,
     hostname,
-    api_url: config.apiUrl,
+    api_url: api.baseUrl,
     ...lifecycle.status(),
+    public_ip_lookup_error: publicIp.lastError ?? null,
   }));
 
   const ctx: AgentContext = {
@@ -138,8 +142,11 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   let exitCode = 0;
   try {
     features.push(startPorts({ ...ctx, log: log.child({ component: "ports" }) }));
+    let xdsPort: number | undefined;
     if (config.xdsEnabled) {
-      features.push(await startXds({ ...ctx, log: log.child({ component: "xds" }) }));
+      const xds = await startXds({ ...ctx, log: log.child({ component: "xds" }) });
+      xdsPort = xds.port;
+      features.push(xds);
     }
     if (config.envoyConfigSync) {
       features.push(startStaticSync({ ...ctx, log: log.child({ component: "static_sync" }) }));
@@ -159,8 +166,20 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
         log: log.child({ component: "http" }),
       });
     }
+    // Where we really listen, for `sigma-agent status` and the container HEALTHCHECK.
+    await writeListenRecord(store, {
+      pid: Deno.pid,
+      started_at: new Date().toISOString(),
+      metrics: http ? { addr: config.metricsAddr, port: http.port } : null,
+      xds: xdsPort !== undefined ? { addr: config.xdsAddr, port: xdsPort } : null,
+    }).catch((e) =>
+      log.warn("could not record the listen addresses; `sigma-agent status` needs --addr", {
+        dir: store.dir,
+        error: (e as Error).message,
+      })
+    );
   } catch (e) {
-    log.error("startup failed", { error: (e as Error).message });
+    log.error("startup failed; exiting", { error: (e as Error).message });
     exitCode = 1;
     shutdown.abort();
   }
@@ -246,16 +265,11 @@ function printResult(r: { exitCode: number; stdout: string; stderr: string }): n
 export async function main(args: string[]): Promise<number> {
   const env = readEnv();
   if (args[0] === "status") {
-    const port = env.AGENT_METRICS_PORT && /^\d+$/.test(env.AGENT_METRICS_PORT)
-      ? env.AGENT_METRICS_PORT
-      : "9102";
     return printResult(
-      await statusCommand(args.slice(1), {
-        defaultAddr: `127.0.0.1:${port}`,
-        color: Deno.stdout.isTerminal(),
-      }),
+      await statusCommand(args.slice(1), { env, color: Deno.stdout.isTerminal() }),
     );
   }
+  if (args[0] === "check") return printResult(await checkCommand(args.slice(1), env));
   if (args[0] === "envoy-bootstrap") return printResult(envoyBootstrapCommand(args.slice(1), env));
   let parsed;
   try {
@@ -272,6 +286,15 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const config = parsed.config;
+  // Grants are fixed for the life of the process: a path outside them can never heal.
+  const outside = await checkGrants(config);
+  if (outside.length > 0) {
+    const more = outside.length > 1
+      ? ` [and ${outside.length - 1} more path(s): run \`sigma-agent check\`]`
+      : "";
+    console.error(`sigma-agent: ${grantProblemLine(outside[0])}${more}`);
+    return 2;
+  }
   const log = createLogger({
     format: config.logFormat,
     level: config.logLevel,

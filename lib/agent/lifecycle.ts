@@ -19,7 +19,8 @@
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
 import type { HeartbeatRequest, IpAddress, RegisterRequest, SystemInfo } from "../api/types.ts";
-import type { Logger } from "../core/log.ts";
+import { seconds } from "../core/http_failure.ts";
+import { type Logger, RepeatedFailure } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import { Backoff, jittered, sleep } from "../core/schedule.ts";
 import type { StateStore } from "../core/state_store.ts";
@@ -70,6 +71,8 @@ export interface LifecycleStatus {
 export class Lifecycle {
   readonly #o: LifecycleOptions;
   readonly #backoff: Backoff;
+  readonly #registerFailure: RepeatedFailure;
+  readonly #heartbeatFailure: RepeatedFailure;
   #vpsId: string | undefined;
   #resolveReady!: (id: string) => void;
   /** Resolves once a VPS id is known (persisted or registered). */
@@ -85,6 +88,8 @@ export class Lifecycle {
     this.#o = opts;
     this.#backoff = new Backoff({ baseMs: 1000, capMs: 60_000, random: opts.random });
     this.vpsIdReady = new Promise((r) => (this.#resolveReady = r));
+    this.#registerFailure = new RepeatedFailure(opts.log, "registration");
+    this.#heartbeatFailure = new RepeatedFailure(opts.log, "heartbeat");
   }
 
   /** The VPS id known now. */
@@ -144,7 +149,7 @@ export class Lifecycle {
     try {
       await this.#o.store.write(VPS_STATE_FILE, { id, hostname: this.#o.hostname });
     } catch (e) {
-      this.#o.log.warn("could not persist VPS id", {
+      this.#o.log.warn("could not persist VPS id; it is kept in memory until the agent stops", {
         dir: this.#o.store.dir,
         error: (e as Error).message,
       });
@@ -185,6 +190,7 @@ export class Lifecycle {
         this.#lastRegister = { ok: true, at: new Date().toISOString() };
         this.#nextAttempt = null;
         this.#backoff.reset();
+        this.#registerFailure.ok();
         if (vps.id !== this.#vpsId) await this.#persist(vps.id);
         this.#setVpsId(vps.id);
         this.#o.log.info("registered", {
@@ -197,28 +203,31 @@ export class Lifecycle {
         this.#o.metrics.registerTotal.inc({ result: "failure" });
         this.#lastRegister = { ok: false, at: new Date().toISOString(), error: this.#describe(e) };
         const delay = this.#failureDelay(e);
-        this.#noteKeyRejection(e);
         this.#nextAttempt = Date.now() + delay;
-        this.#o.log.warn("registration failed; retrying", {
-          error: this.#describe(e),
-          retry_in_ms: delay,
-        });
+        this.#logFailure(this.#registerFailure, "registration failed; retrying", e, delay);
         if (!(await sleep(delay, signal))) return false;
       }
     }
     return false;
   }
 
-  #noteKeyRejection(e: unknown) {
+  /** Logs a failed call once (see {@linkcode RepeatedFailure}); a rejected key at error level. */
+  #logFailure(gate: RepeatedFailure, msg: string, e: unknown, delay: number) {
+    const fields = {
+      error: this.#describe(e),
+      retry_in_ms: delay,
+      next: `retry in ${seconds(delay)}`,
+    };
     if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
       this.#keyRejected = true;
-      this.#o.log.error(
-        "sigma-api rejected the API key; check SIGMA_API_KEY (retrying every 60 s)",
-        {
-          status: e.status,
-        },
+      gate.fail(
+        `sigma-api rejected the API key; check SIGMA_API_KEY (retrying every ${
+          seconds(this.#backoff.capMs)
+        })`,
+        { ...fields, status: e.status },
+        "error",
       );
-    }
+    } else gate.fail(msg, fields);
   }
 
   /** One heartbeat. Returns `"gone"` when the API no longer knows the VPS. */
@@ -237,7 +246,8 @@ export class Lifecycle {
       this.#lastHeartbeat = { ok: true, at: new Date().toISOString() };
       this.#backoff.reset();
       this.#keyRejected = false;
-      this.#o.log.info("heartbeat ok", { vps_id: vps.id });
+      this.#heartbeatFailure.ok({ vps_id: vps.id });
+      this.#o.log.debug("heartbeat ok", { vps_id: vps.id });
       if (vps.id && vps.id !== this.#vpsId) {
         await this.#persist(vps.id);
         this.#setVpsId(vps.id);
@@ -250,9 +260,8 @@ export class Lifecycle {
         this.#o.log.warn("heartbeat: VPS not found in sigma-api; registering again");
         return "gone";
       }
-      this.#noteKeyRejection(e);
       const delay = Math.min(this.#failureDelay(e), this.#o.intervalSec * 1000);
-      this.#o.log.warn("heartbeat failed", { error: this.#describe(e), retry_in_ms: delay });
+      this.#logFailure(this.#heartbeatFailure, "heartbeat failed", e, delay);
       return delay;
     }
   }

@@ -12,6 +12,13 @@
  * @module
  */
 
+import {
+  bodySnippet,
+  describeFetchError,
+  failureLine,
+  httpStatusCause,
+  safeUrl,
+} from "../core/http_failure.ts";
 import { readCapped } from "../http/read_body.ts";
 import {
   type EnvoyNode,
@@ -37,7 +44,10 @@ export type ApiErrorKind =
   | "server" // 5xx
   | "bad_body"; // 2xx whose body is not the JSON we expect
 
-/** A failed API call. Its message never contains the API key. */
+/**
+ * A failed API call. Its message names the method, the full URL (without userinfo) and the cause
+ * in an operator's words; it never contains the API key.
+ */
 export class ApiError extends Error {
   override name = "ApiError";
   readonly kind: ApiErrorKind;
@@ -120,7 +130,7 @@ export class SigmaClient {
 
   /** The base URL (never includes credentials). */
   get baseUrl(): string {
-    return this.#base;
+    return safeUrl(this.#base);
   }
 
   /**
@@ -146,6 +156,11 @@ export class SigmaClient {
 
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.#timeout);
+    const fail = (
+      kind: ApiErrorKind,
+      cause: string,
+      extra: ConstructorParameters<typeof ApiError>[2] = {},
+    ) => new ApiError(kind, failureLine(method, url, cause), extra);
     let res: Response;
     let text: string;
     try {
@@ -157,24 +172,20 @@ export class SigmaClient {
           signal: ac.signal,
         });
       } catch (e) {
-        if (ac.signal.aborted) {
-          observe(undefined, "timeout");
-          throw new ApiError(
-            "timeout",
-            `${method} ${path}: no response within ${this.#timeout} ms`,
-          );
-        }
-        observe(undefined, "network");
-        throw new ApiError("network", `${method} ${path}: ${(e as Error).message}`);
+        const d = describeFetchError(e, { timedOut: ac.signal.aborted, timeoutMs: this.#timeout });
+        const kind: ApiErrorKind = d.kind === "timeout" ? "timeout" : "network";
+        observe(undefined, kind);
+        throw fail(kind, d.cause);
       }
       try {
         text = await readLimited(res, this.#maxBody);
       } catch (e) {
         const kind: ApiErrorKind = ac.signal.aborted ? "timeout" : "bad_body";
         observe(res.status, kind);
-        throw new ApiError(kind, `${method} ${path}: reading body: ${(e as Error).message}`, {
-          status: res.status,
-        });
+        const cause = ac.signal.aborted
+          ? describeFetchError(e, { timedOut: true, timeoutMs: this.#timeout }).cause
+          : (e as Error).message;
+        throw fail(kind, `HTTP ${res.status}, reading the body: ${cause}`, { status: res.status });
       }
     } finally {
       clearTimeout(timer);
@@ -189,11 +200,11 @@ export class SigmaClient {
         ? "server"
         : "client";
       observe(res.status, kind);
-      throw new ApiError(
-        kind,
-        `${method} ${path}: HTTP ${res.status}${apiMessage ? `: ${apiMessage}` : ""}`,
-        { status: res.status, retryAfterMs, apiMessage },
-      );
+      throw fail(kind, httpStatusCause(res.status, apiMessage ?? "", true), {
+        status: res.status,
+        retryAfterMs,
+        apiMessage,
+      });
     }
     try {
       const json = JSON.parse(text);
@@ -201,7 +212,7 @@ export class SigmaClient {
       return json;
     } catch {
       observe(res.status, "bad_body");
-      throw new ApiError("bad_body", `${method} ${path}: response is not JSON: ${snippet(text)}`, {
+      throw fail("bad_body", `HTTP ${res.status} but the body is not JSON: ${bodySnippet(text)}`, {
         status: res.status,
       });
     }
@@ -220,7 +231,7 @@ export class SigmaClient {
     } catch (e) {
       throw new ApiError(
         "bad_body",
-        `${method} ${path}: unexpected response: ${(e as Error).message}`,
+        failureLine(method, this.#base + path, `unexpected response: ${(e as Error).message}`),
       );
     }
   }
@@ -300,11 +311,6 @@ function clean(q: Record<string, string | undefined>): Record<string, string> {
   return out;
 }
 
-function snippet(text: string): string {
-  const t = text.replace(/\s+/g, " ").trim();
-  return t.length > 200 ? t.slice(0, 200) + "…" : t || "(empty)";
-}
-
 function errorText(text: string): string | undefined {
   if (!text) return undefined;
   try {
@@ -313,7 +319,7 @@ function errorText(text: string): string | undefined {
   } catch {
     // plain text body (axum extractor errors, 429 "Too Many Requests")
   }
-  return snippet(text);
+  return bodySnippet(text);
 }
 
 async function readLimited(res: Response, max: number): Promise<string> {

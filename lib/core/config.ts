@@ -436,6 +436,7 @@ export function helpText(): string {
     "",
     "Usage:",
     "  sigma-agent [OPTIONS]                      run the agent",
+    "  sigma-agent check [OPTIONS] [--json]       preflight: paths, grants, API, ss, ports",
     "  sigma-agent status [--addr HOST:PORT]      summarise a running agent's /status",
     "  sigma-agent envoy-bootstrap --node-id ID   print an Envoy bootstrap for this agent",
     "",

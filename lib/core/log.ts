@@ -107,3 +107,77 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 
 /** A logger that drops everything (tests and benchmarks). */
 export const silentLogger: Logger = createLogger({ write: () => {} });
+
+/**
+ * A failure that recurs on every poll is logged once, not at every poll: the first occurrence
+ * (and any change of its message) at `warn` or `error`, repeats at `debug`, and when it clears a
+ * single `info` line "<what> recovered" with the number of failures in between. One instance per
+ * loop (heartbeat, static sync, xDS poll, public-IP lookup). Two failures are the same when their
+ * message and their `error` field are equal; other fields (a retry delay) may differ.
+ *
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * const gate = new RepeatedFailure(createLogger({ write: (l) => lines.push(l) }), "heartbeat");
+ * gate.fail("heartbeat failed: connection refused; retrying in 60 s"); // logged
+ * gate.fail("heartbeat failed: connection refused; retrying in 60 s"); // debug only
+ * gate.ok(); // info "heartbeat recovered" failures=2
+ * ```
+ */
+export class RepeatedFailure {
+  readonly #log: Logger;
+  readonly #what: string;
+  #message: string | undefined;
+  #key: string | undefined;
+  #failures = 0;
+  #since: string | undefined;
+
+  constructor(log: Logger, what: string) {
+    this.#log = log;
+    this.#what = what;
+  }
+
+  /** Whether the last outcome was a failure. */
+  get failing(): boolean {
+    return this.#failures > 0;
+  }
+
+  /** Failures since the last success. */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  /**
+   * Records a failure. Logs `msg` at `level` when it is the first failure or it changed (message
+   * or `error` field), else at debug level with the running count. Returns whether it was logged
+   * at `level`.
+   */
+  fail(msg: string, fields: Fields = {}, level: "warn" | "error" = "warn"): boolean {
+    this.#failures++;
+    this.#since ??= new Date().toISOString();
+    const key = JSON.stringify([msg, String(fields.error ?? "")]);
+    if (key === this.#key) {
+      this.#log.debug(msg, { ...fields, repeats: this.#failures });
+      return false;
+    }
+    this.#key = key;
+    this.#message = fields.error === undefined ? msg : `${msg}: ${fields.error}`;
+    this.#log[level](msg, this.#failures > 1 ? { ...fields, failures: this.#failures } : fields);
+    return true;
+  }
+
+  /** Records a success; after failures logs one info line with their count. */
+  ok(fields: Fields = {}): void {
+    if (this.#failures === 0) return;
+    this.#log.info(`${this.#what} recovered`, {
+      ...fields,
+      failures: this.#failures,
+      failing_since: this.#since,
+      last_error: this.#message,
+    });
+    this.#failures = 0;
+    this.#key = undefined;
+    this.#message = undefined;
+    this.#since = undefined;
+  }
+}

@@ -33,7 +33,7 @@
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
 import type { EnvoyNode, StaticRouteEntry } from "../api/types.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, RepeatedFailure } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import { Backoff, jittered, sleep } from "../core/schedule.ts";
 import { EnvoyConfigError, parseEnvoyConfig } from "./parser.ts";
@@ -185,6 +185,8 @@ export class StaticFileSync {
   readonly #log: Logger;
   readonly #backoff: Backoff;
   readonly #wake = new Wake();
+  readonly #fileFailure: RepeatedFailure;
+  readonly #apiFailure: RepeatedFailure;
   #vpsId: string | undefined;
   #watcher: Deno.FsWatcher | undefined;
   #watchTask: Promise<void> | undefined;
@@ -207,6 +209,8 @@ export class StaticFileSync {
     this.path = opts.path;
     this.nodeId = opts.nodeId;
     this.#log = opts.log.child({ file: opts.path, node_id: opts.nodeId });
+    this.#fileFailure = new RepeatedFailure(this.#log, "reading the envoy config");
+    this.#apiFailure = new RepeatedFailure(this.#log, "static sync to sigma-api");
     this.#backoff = new Backoff({
       baseMs: opts.retryBaseMs ?? 1000,
       capMs: opts.retryCapMs ?? 60_000,
@@ -306,6 +310,7 @@ export class StaticFileSync {
       this.#status.synced_routes = desired.routes.length;
       this.#status.last_result = "ok";
       this.#apiError = undefined;
+      this.#apiFailure.ok({ envoy_node_id: envoyNodeId });
       this.#o.metrics?.staticSyncTotal.inc({ node_id: this.nodeId, result: "ok" });
       this.#o.metrics?.staticRoutes.set({ node_id: this.nodeId }, desired.routes.length);
       this.#log.info("static routes synced", {
@@ -326,7 +331,13 @@ export class StaticFileSync {
       ) {
         this.#status.envoy_node_id = null; // deleted meanwhile: the next attempt creates it again
       }
-      this.#fail("api", "api_error", `sync to sigma-api failed (will retry): ${message(e)}`);
+      this.#fail(
+        "api",
+        "api_error",
+        `sync to sigma-api failed: ${
+          message(e)
+        }; keeping the last good routes, retrying with backoff`,
+      );
       const retryAfter = e instanceof ApiError ? e.retryAfterMs ?? 0 : 0;
       return Math.max(this.#backoff.next(), retryAfter);
     }
@@ -344,6 +355,7 @@ export class StaticFileSync {
     let hash = await sha256Hex(bytes);
     if (hash === this.#seenHash) {
       this.#fileError = this.#seenHashError; // e.g. the file is back after being missing
+      if (this.#fileError === undefined) this.#fileFailure.ok();
       return;
     }
     // New content: read again after a quiet moment and use it only once two reads agree, so a
@@ -389,6 +401,7 @@ export class StaticFileSync {
       this.#status.skipped_listeners = parsed.skippedListeners;
       this.#status.warnings = parsed.warnings;
       this.#fileError = undefined;
+      this.#fileFailure.ok();
       this.#log.info("parsed envoy config", {
         routes: parsed.routes.length,
         skipped_listeners: parsed.skippedListeners,
@@ -471,15 +484,13 @@ export class StaticFileSync {
   /** Records a failure; logs it at error level once per distinct message (then debug). */
   #fail(slot: "file" | "api", result: SyncResult, msg: string): void {
     const now = new Date().toISOString();
-    const repeat = (slot === "file" ? this.#fileError : this.#apiError) === msg;
     if (slot === "file") this.#fileError = msg;
     else this.#apiError = msg;
     this.#status.last_error = msg;
     this.#status.last_error_at = now;
     this.#status.last_result = result;
     this.#o.metrics?.staticSyncTotal.inc({ node_id: this.nodeId, result });
-    if (repeat) this.#log.debug(msg, { result });
-    else this.#log.error(msg, { result });
+    (slot === "file" ? this.#fileFailure : this.#apiFailure).fail(msg, { result }, "error");
   }
 
   /** Watches the file's directory (so rename-over writes and ConfigMap swaps are seen). */

@@ -12,7 +12,13 @@
  * @module
  */
 
-import type { Logger } from "../core/log.ts";
+import {
+  bodySnippet,
+  describeFetchError,
+  failureLine,
+  httpStatusCause,
+} from "../core/http_failure.ts";
+import { type Logger, RepeatedFailure, silentLogger } from "../core/log.ts";
 import { isIpLiteral, isLoopbackOrLinkLocal } from "./ips.ts";
 
 /** Options of {@linkcode PublicIpResolver}. */
@@ -29,17 +35,23 @@ export class PublicIpResolver {
   readonly #urls: string[];
   readonly #timeout: number;
   readonly #refresh: number;
-  readonly #log: Logger | undefined;
+  readonly #failure: RepeatedFailure;
   readonly #now: () => number;
   #value: string | undefined;
   #lastAttempt = -Infinity;
+  #lastError: string | undefined;
 
   constructor(opts: PublicIpOptions) {
     this.#urls = opts.urls;
     this.#timeout = opts.timeoutMs ?? 5000;
     this.#refresh = opts.refreshMs ?? 30 * 60_000;
-    this.#log = opts.log;
+    this.#failure = new RepeatedFailure(opts.log ?? silentLogger, "public IP lookup");
     this.#now = opts.now ?? Date.now;
+  }
+
+  /** Why the last lookup round failed (`undefined` after a success or before any lookup). */
+  get lastError(): string | undefined {
+    return this.#lastError;
   }
 
   /** The last known public IP. */
@@ -55,19 +67,39 @@ export class PublicIpResolver {
     if (!needed || this.#urls.length === 0) return this.#value;
     if (this.#now() - this.#lastAttempt < this.#refresh) return this.#value;
     this.#lastAttempt = this.#now();
+    const problems: string[] = [];
     for (const url of this.#urls) {
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(), this.#timeout);
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(this.#timeout) });
+        const res = await fetch(url, { signal: ac.signal });
         const body = (await res.text()).trim();
         if (res.ok && isIpLiteral(body) && !isLoopbackOrLinkLocal(body)) {
           this.#value = body;
+          this.#lastError = undefined;
+          this.#failure.ok({ ip: body, url });
           return body;
         }
-        this.#log?.warn("public IP lookup gave no address", { url, status: res.status });
+        problems.push(failureLine(
+          "GET",
+          url,
+          res.ok
+            ? `HTTP ${res.status} but no IP address: ${bodySnippet(body)}`
+            : httpStatusCause(res.status, body),
+        ));
       } catch (e) {
-        this.#log?.warn("public IP lookup failed", { url, error: (e as Error).message });
+        const d = describeFetchError(e, { timedOut: ac.signal.aborted, timeoutMs: this.#timeout });
+        problems.push(failureLine("GET", url, d.cause));
+      } finally {
+        clearTimeout(timer);
       }
     }
+    const next = Math.round(this.#refresh / 60_000);
+    const keeps = this.#value ? `keeping ${this.#value}` : "reporting local addresses only";
+    this.#lastError = problems.join("; ");
+    this.#failure.fail(
+      `public IP lookup failed (${this.#lastError}); ${keeps}, next try in ${next} min`,
+    );
     return this.#value;
   }
 }

@@ -23,6 +23,7 @@
  */
 
 import type { AgentContext, Feature } from "../core/context.ts";
+import { RepeatedFailure } from "../core/log.ts";
 import { runPeriodic } from "../core/schedule.ts";
 import { createAllocateRoute, isLoopbackAddress } from "./allocate_route.ts";
 import { PortAllocator } from "./allocator.ts";
@@ -101,10 +102,11 @@ export function startPorts(ctx: AgentContext, opts: PortsOptions = {}): Feature 
       range: `${range.start}-${range.end}`,
       interval_seconds: config.portScanInterval,
     });
+    const scanFailure = new RepeatedFailure(log, "port scan");
     loop = runPeriodic(async () => {
       try {
         const r = await portScan.run(signal);
-        if (lastError !== undefined) log.info("port scan works again");
+        scanFailure.ok();
         lastError = undefined;
         log.debug("port scan done", {
           available: r.available,
@@ -115,7 +117,10 @@ export function startPorts(ctx: AgentContext, opts: PortsOptions = {}): Feature 
       } catch (e) {
         if (signal.aborted) return;
         const message = (e as Error).message;
-        if (lastError === undefined) log.error("port scan failed", { error: message });
+        scanFailure.fail("port scan failed; retrying next interval", {
+          error: message,
+          next: `retry in ${config.portScanInterval} s`,
+        }, "error");
         lastError = message;
       }
     }, { intervalMs: config.portScanInterval * 1000, signal });

@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { Logger } from "../core/log.ts";
+import { type Logger, RepeatedFailure } from "../core/log.ts";
 import { type AgentMetrics, PORT_SOURCES, type PortSource } from "../core/metrics.ts";
 import { readListeningPorts, type SsCommandOptions } from "./listeners.ts";
 import { Mutex } from "./mutex.ts";
@@ -68,6 +68,7 @@ export class PortScan {
   #last: ScanReport | undefined;
   /** Whether the last `ss` run failed (its failure is logged once per streak). */
   #ssFailing = false;
+  #ssFailure: RepeatedFailure | undefined;
 
   constructor(opts: PortScanOptions) {
     this.#opts = opts;
@@ -110,19 +111,16 @@ export class PortScan {
     let otherDetail = new Map<string, number>();
     if (ports) {
       ({ used, otherDetail } = countBySource(ports));
-      if (this.#ssFailing) this.#opts.log.info("ss works again: port attribution restored");
+      this.#ssFailure?.ok();
       this.#ssFailing = false;
     } else {
       used = emptySourceCounts();
       used.unknown = inUse;
-      if (!this.#ssFailing) {
-        this.#opts.log.warn(
-          "ss failed: port attribution unavailable, used ports count as unknown",
-          {
-            error,
-          },
-        );
-      }
+      this.#ssFailure ??= new RepeatedFailure(this.#opts.log, "ss (port attribution)");
+      this.#ssFailure.fail(
+        "ss failed: port attribution unavailable, used ports count as unknown; retried every scan",
+        { error },
+      );
       this.#ssFailing = true;
     }
 

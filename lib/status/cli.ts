@@ -1,6 +1,8 @@
 /**
- * `sigma-agent status [--addr HOST:PORT] [--json]`: fetches `/status` from a running agent and
- * prints a compact, aligned summary (colour on a TTY). Exit code 0 when healthy, 1 when unhealthy
+ * `sigma-agent status [--addr HOST:PORT] [--state-dir DIR] [--json]`: fetches `/status` from a
+ * running agent and prints a compact, aligned summary (colour on a TTY). Without `--addr` it asks
+ * where the agent recorded it listens (`listen.json` in the state dir, see `listen.ts`), then
+ * `AGENT_METRICS_ADDR`/`AGENT_METRICS_PORT`, then 127.0.0.1:9102. Exit code 0 when healthy, 1 when unhealthy
  * (not registered, last heartbeat failed, a node NACKing…), 3 when the agent cannot be reached,
  * 2 for bad arguments — usable in scripts and as a container health check.
  *
@@ -12,6 +14,8 @@
  *
  * @module
  */
+
+import { dialAddress, LISTEN_FILE, readListenRecord } from "./listen.ts";
 
 type Obj = Record<string, unknown>;
 
@@ -135,27 +139,76 @@ export interface CommandResult {
   stderr: string;
 }
 
+/** Default state dir, as in the option table. */
+const DEFAULT_STATE_DIR = "/var/lib/sigma-agent";
+
+/**
+ * Where `status` asks when no `--addr` is given: the address the running agent recorded in its
+ * state dir, else `AGENT_METRICS_ADDR`:`AGENT_METRICS_PORT`, else 127.0.0.1:9102.
+ *
+ * @returns `addr` to dial, or `error` when the agent runs without a metrics port
+ *
+ * @example
+ * ```ts
+ * await statusAddress("/var/lib/sigma-agent", {}); // { addr: "127.0.0.1:9102", source: "default" }
+ * ```
+ */
+export async function statusAddress(
+  stateDir: string,
+  env: Record<string, string | undefined>,
+): Promise<{ addr?: string; error?: string; source: string }> {
+  const rec = await readListenRecord(stateDir);
+  const file = `${stateDir.replace(/\/+$/, "")}/${LISTEN_FILE}`;
+  if (rec) {
+    if (rec.metrics === null) {
+      return {
+        error: `the agent (pid ${rec.pid}, ${file}) runs without a metrics port ` +
+          "(--metrics-port 0), so it has no /status to ask",
+        source: file,
+      };
+    }
+    return { addr: dialAddress(rec.metrics.addr, rec.metrics.port), source: file };
+  }
+  const port = env.AGENT_METRICS_PORT && /^\d+$/.test(env.AGENT_METRICS_PORT.trim())
+    ? Number(env.AGENT_METRICS_PORT.trim())
+    : 9102;
+  const addr = env.AGENT_METRICS_ADDR?.trim() || "0.0.0.0";
+  const fromEnv = env.AGENT_METRICS_PORT !== undefined || env.AGENT_METRICS_ADDR !== undefined;
+  return { addr: dialAddress(addr, port), source: fromEnv ? "environment" : "default" };
+}
+
 /**
  * Runs the `status` subcommand.
  *
  * @param args arguments after `status`
- * @param opts `defaultAddr` (from AGENT_METRICS_PORT), `color`
+ * @param opts `env` (AGENT_STATE_DIR, AGENT_METRICS_ADDR, AGENT_METRICS_PORT), `color`;
+ *   `defaultAddr` skips the lookup (tests)
  */
 export async function statusCommand(
   args: string[],
-  opts: { defaultAddr: string; color: boolean; timeoutMs?: number },
+  opts: {
+    defaultAddr?: string;
+    env?: Record<string, string | undefined>;
+    color: boolean;
+    timeoutMs?: number;
+  },
 ): Promise<CommandResult> {
-  let addr = opts.defaultAddr;
+  let addr: string | undefined;
+  let stateDir = opts.env?.AGENT_STATE_DIR?.trim() || DEFAULT_STATE_DIR;
   let json = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--json") json = true;
     else if (a === "--addr" && i + 1 < args.length) addr = args[++i];
     else if (a.startsWith("--addr=")) addr = a.slice(7);
+    else if (a === "--state-dir" && i + 1 < args.length) stateDir = args[++i];
+    else if (a.startsWith("--state-dir=")) stateDir = a.slice(12);
     else if (a === "--help" || a === "-h") {
       return {
         exitCode: 0,
-        stdout: "Usage: sigma-agent status [--addr HOST:PORT] [--json]\n" +
+        stdout: "Usage: sigma-agent status [--addr HOST:PORT] [--state-dir DIR] [--json]\n" +
+          "Without --addr: the address the agent recorded in DIR/listen.json, else\n" +
+          "AGENT_METRICS_ADDR:AGENT_METRICS_PORT, else 127.0.0.1:9102.\n" +
           "Exit codes: 0 healthy, 1 unhealthy, 2 bad arguments, 3 agent unreachable.",
         stderr: "",
       };
@@ -164,6 +217,16 @@ export async function statusCommand(
         stdout: "",
         stderr: `sigma-agent status: unknown argument ${JSON.stringify(a)}`,
       };}
+  }
+  if (addr === undefined) {
+    if (opts.defaultAddr !== undefined) addr = opts.defaultAddr;
+    else {
+      const found = await statusAddress(stateDir, opts.env ?? {});
+      if (found.error) {
+        return { exitCode: 3, stdout: "", stderr: `sigma-agent status: ${found.error}` };
+      }
+      addr = found.addr!;
+    }
   }
   if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(addr)) {
     return {

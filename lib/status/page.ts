@@ -41,6 +41,7 @@ th{color:var(--mut);font-weight:500;font-size:12px}
 .nack td{background:color-mix(in srgb,var(--bad) 12%,transparent)}
 .err{color:var(--bad)}code{font-size:12px;word-break:break-all}
 ul.problems{margin:6px 0 0;padding-left:20px;color:var(--bad)}
+.kv div,ul.problems,.err,td{overflow-wrap:anywhere}
 @media (max-width:600px){td,th{padding:3px}.hide-sm{display:none}}
 </style>
 </head>

@@ -33,7 +33,7 @@ import { XdsServer } from "./server.ts";
  *
  * @throws when the gRPC port cannot be bound
  */
-export async function startXds(ctx: AgentContext): Promise<Feature> {
+export async function startXds(ctx: AgentContext): Promise<Feature & { port: number }> {
   const log = ctx.log;
   const stopping = new AbortController();
   const signal = AbortSignal.any([ctx.signal, stopping.signal]);
@@ -65,6 +65,7 @@ export async function startXds(ctx: AgentContext): Promise<Feature> {
   );
   ctx.board.provide("xds", () => ({ ...server.status(), poll: poller.lastPoll ?? null }));
   return {
+    port,
     stop: async () => {
       stopping.abort();
       await server.stop();

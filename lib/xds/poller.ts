@@ -25,7 +25,7 @@
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
 import type { EnvoyRoute } from "../api/types.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, RepeatedFailure } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import { jittered, sleep } from "../core/schedule.ts";
 import type { StateStore } from "../core/state_store.ts";
@@ -116,9 +116,11 @@ export class SnapshotPoller {
   #again = false;
   #lastPoll: PollStatus | undefined;
   #polling: Promise<PollStatus> | undefined;
+  readonly #pollFailure: RepeatedFailure;
 
   constructor(opts: PollerOptions) {
     this.#o = opts;
+    this.#pollFailure = new RepeatedFailure(opts.log, "xds: poll");
   }
 
   /** The last poll's outcome (for `/status`). */
@@ -236,8 +238,12 @@ export class SnapshotPoller {
     if (errors.length > 0) {
       status.result = "failure";
       status.error = errors.join("; ");
-      o.log.warn("xds: poll failed", { error: status.error, rebuilt: status.rebuilt });
-    }
+      this.#pollFailure.fail("xds: poll failed; serving the last snapshots, polling again", {
+        error: status.error,
+        rebuilt: status.rebuilt,
+        next: `retry in ${o.intervalMs / 1000} s`,
+      });
+    } else this.#pollFailure.ok({ nodes: status.nodes });
     o.metrics?.xdsPollTotal.inc({ result: status.result });
     this.#lastPoll = status;
     return status;
@@ -312,7 +318,11 @@ export class SnapshotPoller {
     this.#registering.add(nodeId);
     this.#register(nodeId)
       .catch((e) =>
-        o.log.warn("xds: auto-registration failed", { node_id: nodeId, error: describe(e) })
+        o.log.warn("xds: auto-registration failed; retried when the node connects again", {
+          node_id: nodeId,
+          error: describe(e),
+          next: `retry after ${(o.registerRetryMs ?? 30_000) / 1000} s`,
+        })
       )
       .finally(() => this.#registering.delete(nodeId));
   }

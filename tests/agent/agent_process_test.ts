@@ -180,19 +180,30 @@ Deno.test("agent started while the API is down keeps retrying with backoff, then
     args: ["--interval=1", "--metrics-port=0", `--api-url=${url}`, "--hostname=it-host-3"],
   });
   try {
-    await waitFor(
-      () => agent.records().filter((r) => r.msg === "registration failed; retrying").length >= 2,
-      {
-        message: "retries logged",
-      },
+    // Issue 14: the failure names the call, the URL and the cause, and is logged once, not at
+    // every retry; the recovery line counts the failures in between.
+    const first = await waitFor(
+      () => agent.records().find((r) => r.msg === "registration failed; retrying"),
+      { message: "failure logged" },
     );
-    const retries = agent.records().filter((r) => r.msg === "registration failed; retrying");
-    for (const r of retries) assert.ok((r.retry_in_ms as number) <= 60_000);
+    assert.equal(first.error, `POST ${url}/agent/register: connection refused`);
+    assert.match(String(first.next), /^retry in [\d.]+ s$/);
+    assert.ok((first.retry_in_ms as number) <= 60_000);
+    await new Promise((r) => setTimeout(r, 2500)); // the 2nd attempt comes within 1 s
+    assert.equal(
+      agent.records().filter((r) => r.msg === "registration failed; retrying").length,
+      1,
+      "a repeated failure is not logged again",
+    );
     api.listen({ hostname: "127.0.0.1", port });
     await waitFor(() => api.vps.length === 1, {
       timeoutMs: 30_000,
       message: "registered after API came up",
     });
+    const recovered = await waitFor(() =>
+      agent.records().find((r) => r.msg === "registration recovered")
+    );
+    assert.ok((recovered.failures as number) >= 2, JSON.stringify(recovered));
   } finally {
     const st = await agent.stop();
     await api.close();
@@ -217,10 +228,11 @@ Deno.test("a rejected API key is logged clearly and never printed", async () => 
     );
     assert.equal(rec.level, "error");
     assert.equal(rec.status, 401);
-    const retry = await waitFor(() =>
-      agent.records().find((r) => r.msg === "registration failed; retrying")
+    assert.equal(rec.retry_in_ms, 60_000, "retries at the cap");
+    assert.match(
+      String(rec.error),
+      /^POST http:\/\/127\.0\.0\.1:\d+\/api\/agent\/register: HTTP 401/,
     );
-    assert.equal(retry.retry_in_ms, 60_000, "retries at the cap");
     assert.ok(!agent.lines.join("\n").includes(wrong));
   } finally {
     await agent.stop();

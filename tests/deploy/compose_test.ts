@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { parse as parseYaml } from "yaml";
 import { strictBootstrapFromYaml } from "../support/upstream_protos.ts";
 import { requireTool, ROOT, run, skipWithout } from "./support.ts";
+import { freePort, waitFor } from "../helpers.ts";
 
 const ignore = skipWithout("docker-compose", "docker-compose");
 
@@ -23,6 +24,7 @@ interface Service {
   entrypoint?: string[];
   profiles?: string[];
   depends_on?: unknown;
+  healthcheck?: { test?: string[]; disable?: boolean };
 }
 
 async function composeConfig(
@@ -128,6 +130,47 @@ Deno.test({
     assert.equal(prod.code, 0, prod.out);
     assert.equal(prod.services.agent.environment!.SIGMA_API_URL, "https://sigma.example.net/api");
     assert.equal(prod.services.agent.environment!.SIGMA_API_KEY, "sk_test");
+  },
+});
+
+Deno.test({
+  name: "compose: dev-api has a health check of its own, and it tells up from down for real",
+  ignore,
+  async fn() {
+    const { code, out, services } = await composeConfig(ROOT.replace(/\/$/, ""));
+    assert.equal(code, 0, out);
+    const test = services["dev-api"].healthcheck?.test ?? [];
+    // Not the image's HEALTHCHECK (`sigma-agent status`, which asks the agent).
+    assert.equal(test[0], "CMD");
+    assert.ok(!test.some((a) => /sigma-agent/.test(a)), JSON.stringify(test));
+    const port = flagValue(services["dev-api"].command ?? [], "--port");
+    assert.ok(port);
+    assert.ok(test.includes(`--allow-net=127.0.0.1:${port}`), "network for that port only");
+    assert.ok(test.some((a) => a.includes(`http://127.0.0.1:${port}/api/`)), "asks its own port");
+
+    // Run the probe for real (the image's deno → this deno) against deploy/dev_api.ts.
+    const free = String(freePort());
+    const argv = test.slice(1).map((a) => a.replaceAll(`127.0.0.1:${port}`, `127.0.0.1:${free}`));
+    assert.equal(argv[0], "/usr/local/bin/deno");
+    const probe = () => run(Deno.execPath(), argv.slice(1), { cwd: "/" });
+    assert.notEqual((await probe()).code, 0, "unhealthy while nothing listens");
+    const api = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--quiet",
+        "--allow-net=127.0.0.1",
+        `${ROOT}deploy/dev_api.ts`,
+        `--port=${free}`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitFor(async () => (await probe()).code === 0, { message: "healthy once it serves" });
+    } finally {
+      api.kill("SIGTERM");
+      await api.status;
+    }
   },
 });
 

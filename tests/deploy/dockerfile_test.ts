@@ -120,6 +120,25 @@ function dockerfileProblems(text: string): string[] {
   if (argv[0] !== "/usr/local/bin/sigma-agent" || argv[1] !== "status") {
     problems.push("HEALTHCHECK does not run `sigma-agent status` (exec form)");
   }
+  // Issue 14: a `# syntax=` directive makes BuildKit pull a frontend image from Docker Hub.
+  if (/^#\s*syntax\s*=/im.test(text)) {
+    problems.push("a # syntax= directive fetches a BuildKit frontend from Docker Hub");
+  }
+  // `status` finds the agent through listen.json in the state dir: the variable must point there,
+  // and the comment must say so (not the old "127.0.0.1:$AGENT_METRICS_PORT").
+  const env = final.filter((i) => i.op === "ENV").map((i) => i.args).join(" ");
+  if (!/\bAGENT_STATE_DIR=\/var\/lib\/sigma-agent\b/.test(env)) {
+    problems.push("AGENT_STATE_DIR is not set, so the HEALTHCHECK cannot find listen.json");
+  }
+  const healthComment = text.split("\n").slice(
+    0,
+    text.split("\n").findIndex((l) => l.startsWith("HEALTHCHECK")),
+  ).reverse();
+  const comment = healthComment.slice(0, healthComment.findIndex((l) => !l.startsWith("#")))
+    .join(" ");
+  if (!/listen\.json/.test(comment) || /\$AGENT_METRICS_PORT/.test(comment)) {
+    problems.push("the HEALTHCHECK comment does not say where `status` looks");
+  }
   const entry = final.find((i) => i.op === "ENTRYPOINT")?.args;
   if (entry !== '["/usr/local/bin/sigma-agent"]') problems.push("ENTRYPOINT is not the agent");
   return problems;
@@ -158,6 +177,17 @@ Deno.test("Dockerfile: the checks reject a Dockerfile that breaks the rules", ()
       /HEALTHCHECK/,
     ],
     ["fat base", good.replace("FROM debian:bookworm-slim", "FROM debian:bookworm"), /slim/],
+    ["syntax directive", "# syntax=docker/dockerfile:1\n" + good, /syntax/],
+    [
+      "no state dir variable",
+      good.replace("AGENT_STATE_DIR=/var/lib/sigma-agent", "AGENT_X=1"),
+      /AGENT_STATE_DIR/,
+    ],
+    [
+      "stale healthcheck comment",
+      good.replace("$AGENT_STATE_DIR/listen.json", "127.0.0.1:$AGENT_METRICS_PORT"),
+      /comment/,
+    ],
     [
       "state dir",
       good.replace("-g 0 -m 0770 /var/lib/sigma-agent", "-g sigma -m 0750 /var/lib/sigma-agent"),

@@ -12,7 +12,7 @@ const FAULTS: { name: string; fault: Fault; log: RegExp }[] = [
   {
     name: "slow beyond the client timeout",
     fault: { delayMs: 2500, status: 200, body: "{}" },
-    log: /no response within 1000 ms/,
+    log: /: timed out after 1 s$/,
   },
   {
     name: "non-JSON body",
@@ -34,7 +34,7 @@ const FAULTS: { name: string; fault: Fault; log: RegExp }[] = [
   {
     name: "429 with Retry-After",
     fault: { status: 429, retryAfter: "2" },
-    log: /HTTP 429: Too Many Requests/,
+    log: /HTTP 429 \(rate limited\): Too Many Requests/,
   },
 ];
 
@@ -76,7 +76,12 @@ Deno.test("every API fault: agent stays up, logs and counts it, recovers", async
           }
         });
       const rec = await waitFor(
-        () => since(seen).find((r) => r.msg === "heartbeat failed" && log.test(String(r.error))),
+        () =>
+          since(seen).find((r) =>
+            // A rejected key is logged at error level with what to do (issue 14).
+            (r.msg === "heartbeat failed" || /rejected the API key/.test(String(r.msg))) &&
+            log.test(String(r.error))
+          ),
         { timeoutMs: 20_000, message: `${name}: failure logged` },
       );
       assert.ok(rec);
@@ -111,37 +116,22 @@ Deno.test("every API fault: agent stays up, logs and counts it, recovers", async
   }
 });
 
-Deno.test("least privilege: state outside the granted directory fails closed, the agent keeps working", async () => {
-  const api = new DevApi();
-  const url = api.listen({ hostname: "127.0.0.1", port: 0 });
+Deno.test("least privilege: state outside the granted directory fails closed: exit 2 before any write", async () => {
   const granted = await Deno.makeTempDir({ prefix: "sigma-granted-" });
   const outside = await Deno.makeTempDir({ prefix: "sigma-outside-" });
-  // The permission flags grant `granted`; the agent is told to use `outside`.
+  // The permission flags grant `granted`; the agent is told to use `outside`. Grants are fixed
+  // for the life of the process, so this could never heal: it is a configuration error (issue 14).
   const agent = await spawnAgent({
     stateDir: granted,
-    args: [
-      "--interval=1",
-      "--metrics-port=0",
-      `--state-dir=${outside}`,
-      "--hostname=lp-1",
-      "--disk-path=/etc/passwd",
-    ],
-    env: { SIGMA_API_URL: url },
+    args: ["--metrics-port=0", `--state-dir=${outside}`, "--hostname=lp-1"],
+    env: { SIGMA_API_URL: "http://127.0.0.1:9/api" },
   });
   try {
-    await waitFor(() =>
-      api.requests.some((r) => r.path === "/api/agent/heartbeat" && r.status === 200)
-    );
-    const warn = agent.records().find((r) => r.msg === "could not persist VPS id");
-    assert.ok(warn, "write outside the grant refused");
-    assert.match(String(warn.error), /NotCapable|Requires write access/);
+    const st = await agent.status;
+    assert.equal(st.code, 2);
+    assert.match(agent.lines.join("\n"), /--state-dir .* is outside the permission grants/);
     assert.deepEqual([...Deno.readDirSync(outside)], [], "nothing written outside the grant");
-    // statfs of a path outside --allow-read is refused: disk reported as 0, not a crash.
-    const reg = api.requests.find((r) => r.path === "/api/agent/register")!;
-    assert.equal((reg.body as { system_info: { disk_gb: number } }).system_info.disk_gb, 0);
   } finally {
-    await agent.stop();
-    await api.close();
     await Deno.remove(granted, { recursive: true });
     await Deno.remove(outside, { recursive: true });
   }
