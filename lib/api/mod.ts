@@ -4,7 +4,8 @@
  * (`types.ts`, checked against `shared/spec/sigma-api-contract.md`), and the embedded dev API
  * (`dev_server.ts`, what `--dev` and the tests run against).
  *
- * May import: `http` (the capped body reader), `host` (the IP-literal check of the dev API).
+ * May import: `core` (failure wording), `http` (the capped body reader), `host` (the IP-literal
+ * check of the dev API).
  * Must not import a feature: features call the client, never the other way round.
  *
  * @example

@@ -11,6 +11,10 @@
  * Owns: the checks and their report. Must not start any agent loop or write anything but a probe
  * file in the state dir (removed again).
  *
+ * May import: `core`, `api`, `envoy_static` (the pure parser and the path rules), `ports`
+ * (the `ss` reader), `status` (types only). It reuses each feature's own parsing and probing, so a
+ * check passes exactly when the feature would work.
+ *
  * @example
  * ```ts
  * import { checkCommand } from "./mod.ts";

@@ -20,7 +20,6 @@ import {
  */
 export const PENDING_PAGES: readonly string[] = [
   "docs/grpc-transport.md",
-  "docs/troubleshooting.md",
   "docs/performance.md",
 ];
 
