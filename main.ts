@@ -18,8 +18,10 @@ import { resolveHostname } from "./lib/host/hostname.ts";
 import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
 import { PublicIpResolver } from "./lib/host/public_ip.ts";
 import { collectSystemInfo } from "./lib/host/system_info.ts";
-import { type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
-import { createLogger, type Logger } from "./lib/core/log.ts";
+import { listenWebTls, type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
+import { registerWebConfigMetrics, WebConfig } from "./lib/http/web_config.ts";
+import { createLogger, createRedactor, type Logger } from "./lib/core/log.ts";
+import { TlsFiles } from "./lib/core/tls_listener.ts";
 import { createMetrics } from "./lib/core/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
 import { StateStore } from "./lib/core/state_store.ts";
@@ -43,8 +45,58 @@ function readEnv(): Record<string, string | undefined> {
   return env;
 }
 
+/** TLS and web config loaded (and checked) before the agent starts. */
+export interface Security {
+  web?: WebConfig;
+  xdsTls?: TlsFiles;
+}
+
+/**
+ * Loads `--web-config-file` and the `--xds-tls-*` files, so a bad file or an unsupported
+ * setting stops the agent at start (exit 2) instead of being ignored.
+ *
+ * @throws {ConfigError} naming the flag and the problem
+ */
+export function loadSecurity(config: Config, log: Logger): Security {
+  const out: Security = {};
+  if (config.webConfigFile && config.metricsPort > 0) {
+    out.web = new WebConfig(config.webConfigFile, { log: log.child({ component: "http" }) });
+    try {
+      out.web.load();
+    } catch (e) {
+      throw new ConfigError(`invalid --web-config-file: ${(e as Error).message}`);
+    }
+  }
+  if (config.xdsTlsCert && config.xdsTlsKey) {
+    const xlog = log.child({ component: "xds" });
+    out.xdsTls = new TlsFiles(
+      {
+        certFile: config.xdsTlsCert,
+        keyFile: config.xdsTlsKey,
+        clientCaFile: config.xdsTlsClientCa,
+        clientAuth: config.xdsTlsClientCa ? "require" : "none",
+        minVersion: "TLSv1.2",
+      },
+      (error) =>
+        xlog.error("xds: TLS certificate reload failed; keeping the last good one", { error }),
+    );
+    try {
+      out.xdsTls.load();
+    } catch (e) {
+      throw new ConfigError(
+        `invalid --xds-tls-cert/--xds-tls-key/--xds-tls-client-ca: ${(e as Error).message}`,
+      );
+    }
+  }
+  return out;
+}
+
 /** Runs the agent; resolves with the process exit code. */
-export async function runAgent(config: Config, log: Logger): Promise<number> {
+export async function runAgent(
+  config: Config,
+  log: Logger,
+  security: Security = {},
+): Promise<number> {
   const shutdown = new AbortController();
   const signal = shutdown.signal;
   const onSignal = (name: string) => () => {
@@ -73,6 +125,7 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   const api = new SigmaClient({
     baseUrl: config.apiUrl,
     apiKey: config.apiKey,
+    basicAuth: config.apiUrlCredentials,
     timeoutMs: config.apiTimeout * 1000,
     userAgent: `sigma-agent/${VERSION}`,
     onRequest: (r) =>
@@ -131,7 +184,13 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
     signal,
     vpsId: () => lifecycle.vpsId,
     vpsIdReady: lifecycle.vpsIdReady,
+    xdsTls: security.xdsTls,
   };
+  const web = security.web;
+  if (web) {
+    registerWebConfigMetrics(metrics.registry, web);
+    board.provide("web_config", () => web.status());
+  }
 
   const features: Feature[] = [];
   let http: RunningHttpServer | undefined;
@@ -145,7 +204,16 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
       features.push(startStaticSync({ ...ctx, log: log.child({ component: "static_sync" }) }));
     }
     if (config.metricsPort > 0) {
+      const listener = await listenWebTls(
+        web,
+        config.metricsAddr,
+        config.metricsPort,
+        log.child({ component: "http" }),
+      );
       http = startHttpServer({
+        listener,
+        web,
+        redact: createRedactor(configSecrets(config)),
         hostname: config.metricsAddr,
         port: config.metricsPort,
         metrics,
@@ -242,6 +310,13 @@ function printResult(r: { exitCode: number; stdout: string; stderr: string }): n
   return r.exitCode;
 }
 
+/** Every secret of the configuration: what logs, `/status` and `/metrics` must never show. */
+function configSecrets(config: Config): (string | undefined)[] {
+  const creds = config.apiUrlCredentials;
+  const password = creds === undefined ? undefined : creds.slice(creds.indexOf(":") + 1);
+  return [config.apiKey, config.allocateToken, creds, password];
+}
+
 /** Parses arguments and runs the right command; resolves with the exit code. */
 export async function main(args: string[]): Promise<number> {
   const env = readEnv();
@@ -275,10 +350,17 @@ export async function main(args: string[]): Promise<number> {
   const log = createLogger({
     format: config.logFormat,
     level: config.logLevel,
-    secrets: [config.apiKey, config.allocateToken],
+    secrets: configSecrets(config),
   });
+  let security: Security;
+  try {
+    security = loadSecurity(config, log);
+  } catch (e) {
+    console.error(`sigma-agent: ${(e as Error).message}`);
+    return 2;
+  }
   log.info("sigma-agent starting", { version: VERSION });
-  return await runAgent(config, log);
+  return await runAgent(config, log, security);
 }
 
 if (import.meta.main) {

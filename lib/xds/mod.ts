@@ -51,12 +51,28 @@ export async function startXds(ctx: AgentContext): Promise<Feature> {
     metrics: ctx.metrics,
     onUnknownNode: (nodeId) => poller.ensureNode(nodeId),
   });
-  const port = await server.listen(ctx.config.xdsAddr, ctx.config.xdsPort);
-  log.info("xds: serving ADS", { address: ctx.config.xdsAddr, port, nodes: cache.size });
+  const tls = ctx.xdsTls;
+  const port = await server.listen(ctx.config.xdsAddr, ctx.config.xdsPort, tls);
+  log.info("xds: serving ADS", {
+    address: ctx.config.xdsAddr,
+    port,
+    nodes: cache.size,
+    tls: tls ? (tls.paths.clientAuth === "require" ? "mtls" : "tls") : "off",
+  });
   const loop = poller.run().catch((e) =>
     log.error("xds: poll loop ended", { error: (e as Error).message })
   );
-  ctx.board.provide("xds", () => ({ ...server.status(), poll: poller.lastPoll ?? null }));
+  ctx.board.provide("xds", () => ({
+    ...server.status(),
+    poll: poller.lastPoll ?? null,
+    tls: tls
+      ? {
+        client_auth: tls.paths.clientAuth,
+        certificates_loaded_at: tls.loadedAt?.toISOString() ?? null,
+        error: tls.error ?? null,
+      }
+      : null,
+  }));
   return {
     stop: async () => {
       stopping.abort();
