@@ -240,9 +240,12 @@ export async function runAgent(
   }
 
   const running = exitCode === 0 ? lifecycle.run(signal) : Promise.resolve();
-  await new Promise<void>((resolve) =>
-    signal.addEventListener("abort", () => resolve(), { once: true })
-  );
+  // A failed start has aborted already: waiting for the abort event would hang for ever.
+  if (!signal.aborted) {
+    await new Promise<void>((resolve) =>
+      signal.addEventListener("abort", () => resolve(), { once: true })
+    );
+  }
 
   // Shut down in reverse order of data flow: servers first, then loops, then the dev API.
   const timer = setTimeout(() => {

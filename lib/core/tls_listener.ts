@@ -27,6 +27,7 @@
 import { Buffer } from "node:buffer";
 import type net from "node:net";
 import tls from "node:tls";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 
 /** The connection shape the agent's servers use (a subset of `Deno.Conn`). */
 export interface ByteConn {
@@ -74,8 +75,28 @@ export interface TlsListenOptions {
   handshakeTimeoutMs?: number;
 }
 
-/** Checks that `s` can be installed (cert and key match, PEM parses); throws otherwise. */
+/** Checks that `s` can be installed (PEM parses, key matches the certificate); throws otherwise. */
 export function checkTlsSettings(s: TlsSettings): void {
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(s.cert);
+  } catch (e) {
+    throw new Error(`certificate is not a PEM X.509 certificate: ${(e as Error).message}`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(s.key);
+  } catch (e) {
+    throw new Error(`private key is not a PEM private key: ${(e as Error).message}`);
+  }
+  if (!leaf.checkPrivateKey(key)) throw new Error("the private key does not match the certificate");
+  if (s.clientCa !== undefined) {
+    try {
+      new X509Certificate(s.clientCa);
+    } catch (e) {
+      throw new Error(`client CA is not a PEM X.509 certificate: ${(e as Error).message}`);
+    }
+  }
   tls.createSecureContext(contextOptions(s));
 }
 
