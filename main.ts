@@ -317,7 +317,11 @@ function printResult(r: { exitCode: number; stdout: string; stderr: string }): n
 function configSecrets(config: Config): (string | undefined)[] {
   const creds = config.apiUrlCredentials;
   const password = creds === undefined ? undefined : creds.slice(creds.indexOf(":") + 1);
-  return [config.apiKey, config.allocateToken, creds, password];
+  // The Authorization header carries the credentials base64-encoded: that form is secret too.
+  const basic = creds === undefined
+    ? undefined
+    : btoa(String.fromCharCode(...new TextEncoder().encode(creds)));
+  return [config.apiKey, config.allocateToken, creds, password, basic];
 }
 
 /** Parses arguments and runs the right command; resolves with the exit code. */
