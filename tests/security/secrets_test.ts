@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createLogger, createRedactor } from "../../lib/core/log.ts";
-import { displayUrl } from "../../lib/core/config.ts";
+import { ConfigError, displayUrl, helpText, parseConfig } from "../../lib/core/config.ts";
 import { freePort, spawnAgent, waitFor } from "../helpers.ts";
 import { leakForms, leaks, outputSurfaces, startEchoApi } from "./support.ts";
 
@@ -184,4 +184,40 @@ Deno.test("secrets: generated keys, tokens and URL passwords never reach any out
     }),
     { numRuns: 4, endOnFailure: true },
   );
+});
+
+Deno.test("config: the TLS and web config options, their variables and defaults", () => {
+  const parse = (args: string[], env: Record<string, string> = {}) => {
+    const r = parseConfig(args, env);
+    if (r.kind !== "config") throw new Error(r.kind);
+    return r.config;
+  };
+  const d = parse([]);
+  assert.equal(d.webConfigFile, undefined);
+  assert.equal(d.xdsTlsCert, undefined);
+  assert.equal(d.xdsTlsKey, undefined);
+  assert.equal(d.xdsTlsClientCa, undefined);
+  assert.equal(d.apiUrlCredentials, undefined);
+  const c = parse([], {
+    AGENT_WEB_CONFIG_FILE: "/etc/sigma-agent/web-config.yml",
+    AGENT_XDS_TLS_CERT: "/etc/sigma-agent/xds.crt",
+    AGENT_XDS_TLS_KEY: "/etc/sigma-agent/xds.key",
+    AGENT_XDS_TLS_CLIENT_CA: "/etc/sigma-agent/ca.crt",
+    SIGMA_API_URL: "https://u%40corp:p%3Aw@api.example.net/api/",
+  });
+  assert.equal(c.webConfigFile, "/etc/sigma-agent/web-config.yml");
+  assert.equal(c.xdsTlsClientCa, "/etc/sigma-agent/ca.crt");
+  assert.equal(c.apiUrl, "https://api.example.net/api");
+  assert.equal(c.apiUrlCredentials, "u@corp:p:w");
+  const help = helpText();
+  for (const flag of ["web-config-file", "xds-tls-cert", "xds-tls-key", "xds-tls-client-ca"]) {
+    assert.match(help, new RegExp(`--${flag} VALUE`));
+  }
+  assert.match(help, /\[env: AGENT_WEB_CONFIG_FILE\]/);
+  // A URL that does not parse never shows what precedes its "@".
+  assert.throws(() => parse(["--api-url=ftp://u:hunter2@h/api"]), (e: Error) => {
+    assert.ok(e instanceof ConfigError);
+    assert.doesNotMatch(e.message, /hunter2/);
+    return true;
+  });
 });
