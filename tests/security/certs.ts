@@ -36,24 +36,21 @@ function openssl(args: string[], cwd: string): void {
   }
 }
 
+/** `openssl req` arguments for a new P-256 key `name.key` and subject `CN=name`. */
+function newKey(name: string): string[] {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  return ["req", ...ec, "-keyout", `${name}.key`, "-subj", `/CN=${name}`];
+}
+
 /** Makes a CA (key + self-signed v3 certificate) named `name` in `dir`. */
 export function makeCa(dir: string, name: string): void {
   openssl([
-    "req",
+    ...newKey(name),
     "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
     "-out",
     `${name}.crt`,
     "-days",
     "2",
-    "-subj",
-    `/CN=${name}`,
     "-addext",
     "basicConstraints=critical,CA:TRUE",
     "-addext",
@@ -68,20 +65,7 @@ export function makeLeaf(
   ca: string,
   usage: "serverAuth" | "clientAuth",
 ): void {
-  openssl([
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.csr`,
-    "-subj",
-    `/CN=${name}`,
-  ], dir);
+  openssl([...newKey(name), "-out", `${name}.csr`], dir);
   const ext = [
     "basicConstraints=critical,CA:FALSE",
     "keyUsage=critical,digitalSignature,keyEncipherment",

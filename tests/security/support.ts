@@ -49,43 +49,33 @@ export async function outputSurfaces(
     const r = await fetch(`http://127.0.0.1:${metricsPort}${path}`);
     return await r.text();
   };
-  const cli = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--allow-net=127.0.0.1",
-      `${ROOT}main.ts`,
-      "status",
-      `--addr=127.0.0.1:${metricsPort}`,
-    ],
-    clearEnv: true,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const cliJson = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--allow-net=127.0.0.1",
-      `${ROOT}main.ts`,
-      "status",
-      "--json",
-      `--addr=127.0.0.1:${metricsPort}`,
-    ],
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
   const dec = new TextDecoder();
+  const statusCli = async (extra: string[]) => {
+    const o = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--quiet",
+        "--allow-net=127.0.0.1",
+        `${ROOT}main.ts`,
+        "status",
+        ...extra,
+        `--addr=127.0.0.1:${metricsPort}`,
+      ],
+      clearEnv: true,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return dec.decode(o.stdout) + dec.decode(o.stderr);
+  };
   return {
     logs: agent.lines.join("\n"),
     stdout: agent.stdout(),
     status: await get("/status"),
     page: await get("/"),
     metrics: await get("/metrics"),
-    cli: dec.decode(cli.stdout) + dec.decode(cli.stderr),
-    cli_json: dec.decode(cliJson.stdout) + dec.decode(cliJson.stderr),
+    cli: await statusCli([]),
+    cli_json: await statusCli(["--json"]),
   };
 }
 

@@ -19,7 +19,7 @@ import { loadUpstream, strictBootstrapFromYaml } from "../support/upstream_proto
 import { DEMO_NODE_ID, DevApi } from "../../lib/api/dev_server.ts";
 import { freePort, spawnAgent, waitFor } from "../helpers.ts";
 import * as grpc from "@grpc/grpc-js";
-import { Buffer } from "node:buffer";
+import { adsClientClass } from "../support/ads_client.ts";
 import { ROOT } from "../deploy/support.ts";
 
 /** The options the shipped bootstraps were generated with (node id is set by `--service-node`). */
@@ -253,22 +253,9 @@ const CDS_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
  */
 // deno-lint-ignore no-explicit-any
 function adsClusterNames(bootstrap: any, timeoutMs: number): Promise<string[]> {
-  const root = loadUpstream();
-  const Req = root.lookupType("envoy.service.discovery.v3.DiscoveryRequest");
-  const Res = root.lookupType("envoy.service.discovery.v3.DiscoveryResponse");
-  const Cluster = root.lookupType("envoy.config.cluster.v3.Cluster");
+  const Cluster = loadUpstream().lookupType("envoy.config.cluster.v3.Cluster");
   const ep = xdsEndpoint(bootstrap);
-  const Client = grpc.makeGenericClientConstructor({
-    StreamAggregatedResources: {
-      path: "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: (o: object) => Buffer.from(Req.encode(Req.fromObject(o)).finish()),
-      requestDeserialize: (b: Buffer) => Req.decode(b),
-      responseSerialize: (o: object) => Buffer.from(Res.encode(Res.fromObject(o)).finish()),
-      responseDeserialize: (b: Buffer) => Res.toObject(Res.decode(b)),
-    },
-  } as unknown as grpc.ServiceDefinition, "ads");
+  const Client = adsClientClass();
   const target = ep.address.includes(":")
     ? `[${ep.address}]:${ep.port}`
     : `${ep.address}:${ep.port}`;

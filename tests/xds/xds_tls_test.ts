@@ -13,25 +13,13 @@ import { DEMO_NODE_ID, DevApi } from "../../lib/api/dev_server.ts";
 import { envoyBootstrapCommand, XDS_CLUSTER_NAME } from "../../lib/xds/bootstrap.ts";
 import { makeCerts, makeLeaf, type TestCerts } from "../security/certs.ts";
 import { loadUpstream, strictBootstrapFromYaml } from "../support/upstream_protos.ts";
+import { adsClientClass } from "../support/ads_client.ts";
 import { freePort, spawnAgent, waitFor } from "../helpers.ts";
 
 const CDS_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
 function adsClient(port: number, creds: grpc.ChannelCredentials) {
-  const root = loadUpstream();
-  const Req = root.lookupType("envoy.service.discovery.v3.DiscoveryRequest");
-  const Res = root.lookupType("envoy.service.discovery.v3.DiscoveryResponse");
-  const Client = grpc.makeGenericClientConstructor({
-    StreamAggregatedResources: {
-      path: "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: (o: object) => Buffer.from(Req.encode(Req.fromObject(o)).finish()),
-      requestDeserialize: (b: Buffer) => Req.decode(b),
-      responseSerialize: (o: object) => Buffer.from(Res.encode(Res.fromObject(o)).finish()),
-      responseDeserialize: (b: Buffer) => Res.toObject(Res.decode(b)),
-    },
-  } as unknown as grpc.ServiceDefinition, "ads");
+  const Client = adsClientClass();
   // Deno's node:tls refuses an IP address as SNI server name, which grpc-js sends for an IP
   // target: name the server "localhost" (a SAN of the test certificate) instead.
   return new Client(`127.0.0.1:${port}`, creds, {
