@@ -243,6 +243,9 @@ export async function listenTls(opts: TlsListenOptions): Promise<ByteListener> {
   });
   server.on("tlsClientError", (e: Error, sock: tls.TLSSocket) => {
     opts.onClientError?.(e.message, sock?.remoteAddress ?? "");
+    // Deno reports a handshake timeout without closing the socket: a client that never finishes
+    // its handshake must not hold a connection for ever.
+    sock?.destroy();
   });
 
   await new Promise<void>((resolve, reject) => {
