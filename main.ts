@@ -314,14 +314,25 @@ function printResult(r: { exitCode: number; stdout: string; stderr: string }): n
 }
 
 /** Every secret of the configuration: what logs, `/status` and `/metrics` must never show. */
-function configSecrets(config: Config): (string | undefined)[] {
+export function configSecrets(config: Config): (string | undefined)[] {
   const creds = config.apiUrlCredentials;
   const password = creds === undefined ? undefined : creds.slice(creds.indexOf(":") + 1);
   // The Authorization header carries the credentials base64-encoded: that form is secret too.
   const basic = creds === undefined
     ? undefined
     : btoa(String.fromCharCode(...new TextEncoder().encode(creds)));
-  return [config.apiKey, config.allocateToken, creds, password, basic];
+  // Userinfo of the public-IP lookup URLs (logged when a lookup fails) is never shown either.
+  const lookups = config.publicIpLookup.flatMap((raw) => {
+    try {
+      const u = new URL(raw);
+      const user = decodeURIComponent(u.username), pw = decodeURIComponent(u.password);
+      // Decoded forms, plus the userinfo exactly as the URL spells it (percent-encoded).
+      return pw ? [`${u.username}:${u.password}`, `${user}:${pw}`, pw] : user ? [user] : [];
+    } catch {
+      return [];
+    }
+  });
+  return [config.apiKey, config.allocateToken, creds, password, basic, ...lookups];
 }
 
 /** Parses arguments and runs the right command; resolves with the exit code. */

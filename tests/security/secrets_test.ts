@@ -221,3 +221,24 @@ Deno.test("config: the TLS and web config options, their variables and defaults"
     return true;
   });
 });
+
+Deno.test("secrets: every secret of the configuration is registered for redaction", async () => {
+  const { configSecrets } = await import("../../main.ts");
+  const r = parseConfig([
+    "--api-key=sk_k",
+    "--allocate-token=tok_t",
+    "--api-url=https://u:p%3Fw@api.example.net/api",
+    "--public-ip-lookup=https://ipu:ip%40pw@ip.example.net/,https://ip.example.net/",
+  ], {});
+  assert.equal(r.kind, "config");
+  if (r.kind !== "config") return;
+  const secrets = configSecrets(r.config);
+  for (const s of ["sk_k", "tok_t", "u:p?w", "p?w", btoa("u:p?w"), "ipu:ip@pw", "ip@pw"]) {
+    assert.ok(secrets.includes(s), s);
+  }
+  const redact = createRedactor(secrets);
+  assert.equal(
+    redact("lookup https://ipu:ip%40pw@ip.example.net/ failed"),
+    "lookup https://<redacted>@ip.example.net/ failed",
+  );
+});
