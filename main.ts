@@ -18,8 +18,10 @@ import { resolveHostname } from "./lib/host/hostname.ts";
 import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
 import { PublicIpResolver } from "./lib/host/public_ip.ts";
 import { collectSystemInfo } from "./lib/host/system_info.ts";
-import { type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
-import { createLogger, type Logger } from "./lib/core/log.ts";
+import { listenWebTls, type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
+import { registerWebConfigMetrics, WebConfig } from "./lib/http/web_config.ts";
+import { createLogger, createRedactor, type Logger } from "./lib/core/log.ts";
+import { TlsFiles } from "./lib/tls/listener.ts";
 import { createMetrics } from "./lib/core/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
 import { StateStore } from "./lib/core/state_store.ts";
@@ -46,8 +48,58 @@ function readEnv(): Record<string, string | undefined> {
   return env;
 }
 
+/** TLS and web config loaded (and checked) before the agent starts. */
+export interface Security {
+  web?: WebConfig;
+  xdsTls?: TlsFiles;
+}
+
+/**
+ * Loads `--web-config-file` and the `--xds-tls-*` files, so a bad file or an unsupported
+ * setting stops the agent at start (exit 2) instead of being ignored.
+ *
+ * @throws {ConfigError} naming the flag and the problem
+ */
+export function loadSecurity(config: Config, log: Logger): Security {
+  const out: Security = {};
+  if (config.webConfigFile && config.metricsPort > 0) {
+    out.web = new WebConfig(config.webConfigFile, { log: log.child({ component: "http" }) });
+    try {
+      out.web.load();
+    } catch (e) {
+      throw new ConfigError(`invalid --web-config-file: ${(e as Error).message}`);
+    }
+  }
+  if (config.xdsTlsCert && config.xdsTlsKey) {
+    const xlog = log.child({ component: "xds" });
+    out.xdsTls = new TlsFiles(
+      {
+        certFile: config.xdsTlsCert,
+        keyFile: config.xdsTlsKey,
+        clientCaFile: config.xdsTlsClientCa,
+        clientAuth: config.xdsTlsClientCa ? "require" : "none",
+        minVersion: "TLSv1.2",
+      },
+      (error) =>
+        xlog.error("xds: TLS certificate reload failed; keeping the last good one", { error }),
+    );
+    try {
+      out.xdsTls.load();
+    } catch (e) {
+      throw new ConfigError(
+        `invalid --xds-tls-cert/--xds-tls-key/--xds-tls-client-ca: ${(e as Error).message}`,
+      );
+    }
+  }
+  return out;
+}
+
 /** Runs the agent; resolves with the process exit code. */
-export async function runAgent(config: Config, log: Logger): Promise<number> {
+export async function runAgent(
+  config: Config,
+  log: Logger,
+  security: Security = {},
+): Promise<number> {
   const shutdown = new AbortController();
   const signal = shutdown.signal;
   const onSignal = (name: string) => () => {
@@ -76,6 +128,7 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   const api = new SigmaClient({
     baseUrl: config.apiUrl,
     apiKey: config.apiKey,
+    basicAuth: config.apiUrlCredentials,
     timeoutMs: config.apiTimeout * 1000,
     userAgent: `sigma-agent/${VERSION}`,
     onRequest: (r) =>
@@ -135,7 +188,13 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
     signal,
     vpsId: () => lifecycle.vpsId,
     vpsIdReady: lifecycle.vpsIdReady,
+    xdsTls: security.xdsTls,
   };
+  const web = security.web;
+  if (web) {
+    registerWebConfigMetrics(metrics.registry, web);
+    board.provide("web_config", () => web.status());
+  }
 
   const features: Feature[] = [];
   let http: RunningHttpServer | undefined;
@@ -152,7 +211,16 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
       features.push(startStaticSync({ ...ctx, log: log.child({ component: "static_sync" }) }));
     }
     if (config.metricsPort > 0) {
+      const listener = await listenWebTls(
+        web,
+        config.metricsAddr,
+        config.metricsPort,
+        log.child({ component: "http" }),
+      );
       http = startHttpServer({
+        listener,
+        web,
+        redact: createRedactor(configSecrets(config)),
         hostname: config.metricsAddr,
         port: config.metricsPort,
         metrics,
@@ -191,9 +259,12 @@ export async function runAgent(config: Config, log: Logger): Promise<number> {
   }
 
   const running = exitCode === 0 ? lifecycle.run(signal) : Promise.resolve();
-  await new Promise<void>((resolve) =>
-    signal.addEventListener("abort", () => resolve(), { once: true })
-  );
+  // A failed start has aborted already: waiting for the abort event would hang for ever.
+  if (!signal.aborted) {
+    await new Promise<void>((resolve) =>
+      signal.addEventListener("abort", () => resolve(), { once: true })
+    );
+  }
 
   // Shut down in reverse order of data flow: servers first, then loops, then the dev API.
   const timer = setTimeout(() => {
@@ -261,6 +332,28 @@ function printResult(r: { exitCode: number; stdout: string; stderr: string }): n
   return r.exitCode;
 }
 
+/** Every secret of the configuration: what logs, `/status` and `/metrics` must never show. */
+export function configSecrets(config: Config): (string | undefined)[] {
+  const creds = config.apiUrlCredentials;
+  const password = creds === undefined ? undefined : creds.slice(creds.indexOf(":") + 1);
+  // The Authorization header carries the credentials base64-encoded: that form is secret too.
+  const basic = creds === undefined
+    ? undefined
+    : btoa(String.fromCharCode(...new TextEncoder().encode(creds)));
+  // Userinfo of the public-IP lookup URLs (logged when a lookup fails) is never shown either.
+  const lookups = config.publicIpLookup.flatMap((raw) => {
+    try {
+      const u = new URL(raw);
+      const user = decodeURIComponent(u.username), pw = decodeURIComponent(u.password);
+      // Decoded forms, plus the userinfo exactly as the URL spells it (percent-encoded).
+      return pw ? [`${u.username}:${u.password}`, `${user}:${pw}`, pw] : user ? [user] : [];
+    } catch {
+      return [];
+    }
+  });
+  return [config.apiKey, config.allocateToken, creds, password, basic, ...lookups];
+}
+
 /** Parses arguments and runs the right command; resolves with the exit code. */
 export async function main(args: string[]): Promise<number> {
   const env = readEnv();
@@ -298,10 +391,17 @@ export async function main(args: string[]): Promise<number> {
   const log = createLogger({
     format: config.logFormat,
     level: config.logLevel,
-    secrets: [config.apiKey, config.allocateToken],
+    secrets: configSecrets(config),
   });
+  let security: Security;
+  try {
+    security = loadSecurity(config, log);
+  } catch (e) {
+    console.error(`sigma-agent: ${(e as Error).message}`);
+    return 2;
+  }
   log.info("sigma-agent starting", { version: VERSION });
-  return await runAgent(config, log);
+  return await runAgent(config, log, security);
 }
 
 if (import.meta.main) {

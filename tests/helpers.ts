@@ -33,11 +33,12 @@ export function startPermissionFlags(): string[] {
  * (`/var/lib/sigma-agent`, `/etc/envoy`), so each test has a private state dir. Nothing is added.
  */
 export function agentPermissionFlags(
-  paths: { stateDir?: string; envoyDir?: string } = {},
+  paths: { stateDir?: string; envoyDir?: string; etcDir?: string } = {},
 ): string[] {
   return startPermissionFlags().map((f) => {
     if (paths.stateDir) f = f.replaceAll("/var/lib/sigma-agent", paths.stateDir);
     if (paths.envoyDir) f = f.replaceAll("/etc/envoy", paths.envoyDir);
+    if (paths.etcDir) f = f.replaceAll("/etc/sigma-agent", paths.etcDir);
     return f;
   });
 }
@@ -92,6 +93,8 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   stateDir?: string;
   envoyDir?: string;
+  /** Stands in for `/etc/sigma-agent` (certificates, web config) in the read grant. */
+  etcDir?: string;
   /** Run this executable (a compiled binary) instead of `deno run <flags> main.ts`. */
   binary?: string;
 }
@@ -105,7 +108,7 @@ export async function spawnAgent(opts: SpawnOptions): Promise<AgentProcess> {
   const args = opts.binary ? [...opts.args] : [
     "run",
     "--quiet",
-    ...agentPermissionFlags({ stateDir, envoyDir: opts.envoyDir }),
+    ...agentPermissionFlags({ stateDir, envoyDir: opts.envoyDir, etcDir: opts.etcDir }),
     `${ROOT}main.ts`,
     ...opts.args,
   ];

@@ -90,6 +90,8 @@ export interface ClientOptions {
   maxBodyBytes?: number;
   onRequest?: RequestObserver;
   userAgent?: string;
+  /** `user:password` sent as HTTP Basic auth (taken out of the configured URL). */
+  basicAuth?: string;
 }
 
 /** Parses a `Retry-After` header (seconds or HTTP date) into ms. */
@@ -118,6 +120,7 @@ export class SigmaClient {
   readonly #maxBody: number;
   readonly #observe: RequestObserver | undefined;
   readonly #ua: string;
+  readonly #basic: string | undefined;
 
   constructor(opts: ClientOptions) {
     this.#base = opts.baseUrl.replace(/\/+$/, "");
@@ -126,6 +129,9 @@ export class SigmaClient {
     this.#maxBody = opts.maxBodyBytes ?? 16 * 1024 * 1024;
     this.#observe = opts.onRequest;
     this.#ua = opts.userAgent ?? "sigma-agent";
+    this.#basic = opts.basicAuth === undefined
+      ? undefined
+      : `Basic ${btoa(String.fromCharCode(...new TextEncoder().encode(opts.basicAuth)))}`;
   }
 
   /** The base URL (never includes credentials). */
@@ -142,6 +148,7 @@ export class SigmaClient {
     const url = this.#base + path;
     const headers: Record<string, string> = { accept: "application/json", "user-agent": this.#ua };
     if (this.#key) headers["x-api-key"] = this.#key;
+    if (this.#basic) headers.authorization = this.#basic;
     if (body !== undefined) headers["content-type"] = "application/json";
     const started = performance.now();
     const endpoint = endpointLabel(path);

@@ -53,6 +53,12 @@ export interface Config {
   logFormat: "json" | "text";
   logLevel: "debug" | "info" | "warn" | "error";
   dev: boolean;
+  /** `user:password` taken out of `--api-url` (sent as HTTP Basic auth, never shown). */
+  apiUrlCredentials: string | undefined;
+  webConfigFile: string | undefined;
+  xdsTlsCert: string | undefined;
+  xdsTlsKey: string | undefined;
+  xdsTlsClientCa: string | undefined;
 }
 
 type Kind = "string" | "secret" | "url" | "port" | "positive" | "bool" | "range" | "list" | "enum";
@@ -283,6 +289,34 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: "minimum log level",
   },
   {
+    key: "webConfigFile",
+    flag: "web-config-file",
+    env: "AGENT_WEB_CONFIG_FILE",
+    kind: "string",
+    help: "exporter-toolkit web config (TLS, basic auth, headers) of the metrics port",
+  },
+  {
+    key: "xdsTlsCert",
+    flag: "xds-tls-cert",
+    env: "AGENT_XDS_TLS_CERT",
+    kind: "string",
+    help: "PEM certificate chain of the xDS port (enables TLS, ALPN h2)",
+  },
+  {
+    key: "xdsTlsKey",
+    flag: "xds-tls-key",
+    env: "AGENT_XDS_TLS_KEY",
+    kind: "string",
+    help: "PEM private key of --xds-tls-cert",
+  },
+  {
+    key: "xdsTlsClientCa",
+    flag: "xds-tls-client-ca",
+    env: "AGENT_XDS_TLS_CLIENT_CA",
+    kind: "string",
+    help: "PEM CA bundle; xDS clients must present a certificate it signed (mTLS)",
+  },
+  {
     key: "dev",
     flag: "dev",
     kind: "bool",
@@ -309,17 +343,54 @@ function source(spec: OptionSpec, fromFlag: boolean): string {
   return fromFlag || !spec.env ? `--${spec.flag}` : spec.env;
 }
 
+/** Printable ASCII without spaces: what a key or token may contain (it travels in a header). */
+const SECRET_CHARS = /^[\x21-\x7e]+$/;
+
+/**
+ * A URL as it may be shown: userinfo (`user:password@`) replaced by `<redacted>@`. Text that
+ * does not parse as a URL loses everything up to its last `@`, so a password never shows.
+ *
+ * @example
+ * ```ts
+ * import { displayUrl } from "./config.ts";
+ * displayUrl("http://u:pw@example.net/api"); // "http://<redacted>@example.net/api"
+ * ```
+ */
+export function displayUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.username === "" && u.password === "") return raw;
+    u.username = "";
+    u.password = "";
+    return u.href.replace("//", "//<redacted>@");
+  } catch {
+    const at = raw.lastIndexOf("@");
+    return at < 0 ? raw : `<redacted>${raw.slice(at)}`;
+  }
+}
+
 function convert(spec: OptionSpec, raw: string, fromFlag: boolean): unknown {
   const where = source(spec, fromFlag);
-  // Secrets are never echoed back, even in errors.
-  const shown = spec.kind === "secret" ? "<redacted>" : JSON.stringify(raw);
+  // Secrets (and URL userinfo) are never echoed back, even in errors.
+  const shown = spec.kind === "secret"
+    ? "<redacted>"
+    : JSON.stringify(spec.kind === "url" ? displayUrl(raw.trim()) : raw);
   const fail = (why: string): never => {
     throw new ConfigError(`invalid ${where}=${shown}: ${why}`);
   };
   switch (spec.kind) {
-    case "string":
+    case "string": {
+      const v = raw.trim();
+      return v === "" ? undefined : v;
+    }
     case "secret": {
       const v = raw.trim();
+      if (v !== "" && !SECRET_CHARS.test(v)) {
+        // One line naming the source; the value (or any part of it) is never shown.
+        throw new ConfigError(
+          `invalid ${where}: contains whitespace, a control character or a non-ASCII character (value not shown)`,
+        );
+      }
       return v === "" ? undefined : v;
     }
     case "url": {
@@ -330,6 +401,19 @@ function convert(spec: OptionSpec, raw: string, fromFlag: boolean): unknown {
         return fail("not a URL");
       }
       if (u.protocol !== "http:" && u.protocol !== "https:") fail("scheme must be http or https");
+      if (u.username !== "" || u.password !== "") {
+        let creds: string;
+        try {
+          creds = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+        } catch {
+          return fail("user or password is not valid percent-encoding");
+        }
+        // deno-lint-ignore no-control-regex
+        if (/[\x00-\x1f\x7f]/.test(creds)) fail("user or password contains a control character");
+        u.username = "";
+        u.password = "";
+        return { url: u.href.replace(/\/+$/, ""), credentials: creds };
+      }
       return raw.trim().replace(/\/+$/, "");
     }
     case "port": {
@@ -420,7 +504,28 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     else if (envValue !== undefined) out[spec.key] = convert(spec, envValue, false);
     else out[spec.key] = spec.default === undefined ? undefined : convert(spec, spec.default, true);
   }
+  // Credentials in --api-url are moved out of the URL, so the URL can be shown anywhere.
+  const api = out.apiUrl as string | { url: string; credentials: string };
+  if (typeof api === "object") {
+    out.apiUrl = api.url;
+    out.apiUrlCredentials = api.credentials;
+  }
+  checkXdsTls(out as unknown as Config);
   return { kind: "config", config: out as unknown as Config };
+}
+
+/** The xDS TLS flags only make sense together: a key needs a certificate and back. */
+function checkXdsTls(c: Config): void {
+  if ((c.xdsTlsCert === undefined) !== (c.xdsTlsKey === undefined)) {
+    throw new ConfigError(
+      "--xds-tls-cert and --xds-tls-key (AGENT_XDS_TLS_CERT, AGENT_XDS_TLS_KEY) must be set together",
+    );
+  }
+  if (c.xdsTlsClientCa !== undefined && c.xdsTlsCert === undefined) {
+    throw new ConfigError(
+      "--xds-tls-client-ca (AGENT_XDS_TLS_CLIENT_CA) needs --xds-tls-cert and --xds-tls-key",
+    );
+  }
 }
 
 /** The `--help` text: every option with its environment variable and default. */

@@ -12,6 +12,7 @@ import type { Logger } from "./log.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { StateStore } from "./state_store.ts";
 import type { StatusBoard } from "../status/board.ts";
+import type { TlsFiles } from "../tls/listener.ts";
 
 /** An HTTP handler mounted on the metrics port. */
 export type RouteHandler = (
@@ -45,6 +46,8 @@ export interface AgentContext {
   vpsId(): string | undefined;
   /** Resolves with the VPS id as soon as one is known (persisted or registered). */
   vpsIdReady: Promise<string>;
+  /** TLS material of the xDS port (`--xds-tls-*`), loaded and checked at start. */
+  xdsTls?: TlsFiles;
 }
 
 /** What a started feature gives back to `main.ts`. */

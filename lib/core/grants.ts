@@ -6,7 +6,7 @@
  * naming the option, the path, the grant that would cover it and where grants are defined.
  *
  * Path options are declared once, in {@linkcode PATH_OPTIONS}: a new option that names a file
- * adds one line there (e.g. `{ key: "webConfigFile", access: ["read"] }`).
+ * adds one line there (e.g. `{ key: "diskPath", access: ["read"] }`).
  *
  * @example
  * ```ts
@@ -40,6 +40,10 @@ export const PATH_OPTIONS: PathOption[] = [
   { key: "stateDir", access: ["read", "write"] },
   { key: "envoyConfigPath", access: ["read"], when: (c) => c.envoyConfigSync },
   { key: "diskPath", access: ["read"] },
+  { key: "webConfigFile", access: ["read"] },
+  { key: "xdsTlsCert", access: ["read"], when: (c) => c.xdsEnabled },
+  { key: "xdsTlsKey", access: ["read"], when: (c) => c.xdsEnabled },
+  { key: "xdsTlsClientCa", access: ["read"], when: (c) => c.xdsEnabled },
 ];
 
 /** A path of the configuration that the process's grants do not cover. */

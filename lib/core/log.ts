@@ -1,7 +1,10 @@
 /**
  * Structured logger: JSON lines (default) or a human-readable format, with levels and secret
  * redaction. Every registered secret is replaced by `<redacted>` wherever it appears in a message
- * or a field, so an API key can never reach the log, even inside an error text.
+ * or a field, so an API key can never reach the log, even inside an error text. Redaction covers
+ * the forms a secret takes when it is quoted or put in a URL: raw, JSON-escaped (once and twice),
+ * percent-encoded (`encodeURIComponent`, URL userinfo, form encoding). The same
+ * {@linkcode createRedactor} guards `/status`, the page and `/metrics`.
  *
  * @example
  * ```ts
@@ -45,8 +48,58 @@ export interface LoggerOptions {
 
 const encoder = new TextEncoder();
 
+/** The forms `secret` can take inside a message: raw, quoted, percent-encoded. */
+export function secretForms(secret: string): string[] {
+  const json = (s: string) => JSON.stringify(s).slice(1, -1);
+  const forms = new Set([secret, json(secret), json(json(secret)), encodeURIComponent(secret)]);
+  try {
+    const u = new URL("http://h/");
+    u.password = secret;
+    forms.add(u.password);
+    u.username = secret;
+    forms.add(u.username);
+  } catch {
+    // not representable in a URL
+  }
+  forms.add(new URLSearchParams({ s: secret }).toString().slice(2));
+  forms.add(encodeURIComponent(secret).replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
+  forms.add(encodeURI(secret));
+  return [...forms].filter((f) => f.length > 0).sort((a, b) => b.length - a.length);
+}
+
+/**
+ * A function that replaces every form of every secret (see {@linkcode secretForms}) by
+ * `<redacted>`. Empty and undefined secrets are ignored.
+ *
+ * @example
+ * ```ts
+ * import { createRedactor } from "./log.ts";
+ * const redact = createRedactor(["s3cr3t/x"]);
+ * redact("GET /?k=s3cr3t%2Fx"); // "GET /?k=<redacted>"
+ * ```
+ */
+export function createRedactor(secrets: (string | undefined)[]): (s: string) => string {
+  const forms = [
+    ...new Set(secrets.filter((s): s is string => !!s && s.length > 0).flatMap(secretForms)),
+  ].sort((a, b) => b.length - a.length);
+  if (forms.length === 0) return (s) => s;
+  return (s: string) => {
+    for (const f of forms) if (s.includes(f)) s = s.split(f).join("<redacted>");
+    return s;
+  };
+}
+
 function errorToJson(e: Error): Fields {
   return { name: e.name, message: e.message };
+}
+
+/** `v` with every secret form redacted inside its JSON text (unparseable results: dropped). */
+function redactValue(redact: (s: string) => string, v: unknown): unknown {
+  try {
+    return JSON.parse(redact(JSON.stringify(v) ?? "null"));
+  } catch {
+    return "<redacted>";
+  }
 }
 
 /**
@@ -62,7 +115,7 @@ function errorToJson(e: Error): Fields {
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const format = opts.format ?? "json";
   const min = RANK[opts.level ?? "info"];
-  const secrets = (opts.secrets ?? []).filter((s): s is string => !!s && s.length > 0);
+  const redact = createRedactor(opts.secrets ?? []);
   const write = opts.write ?? ((line: string) => {
     try {
       Deno.stderr.writeSync(encoder.encode(line + "\n"));
@@ -72,15 +125,17 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   });
   const now = opts.now ?? (() => new Date());
 
-  const redact = (s: string): string => {
-    for (const secret of secrets) s = s.split(secret).join("<redacted>");
-    return s;
-  };
-
   const emit = (level: Level, msg: string, base: Fields, fields?: Fields) => {
     if (RANK[level] < min) return;
     const all: Fields = { ...base, ...fields };
-    for (const [k, v] of Object.entries(all)) if (v instanceof Error) all[k] = errorToJson(v);
+    for (const [k, v] of Object.entries(all)) {
+      if (v instanceof Error) all[k] = errorToJson(v);
+    }
+    // Redact before serialising (JSON escaping would change a secret's form), then again after.
+    msg = redact(msg);
+    for (const [k, v] of Object.entries(all)) {
+      all[k] = typeof v === "string" ? redact(v) : redactValue(redact, v);
+    }
     let line: string;
     if (format === "json") {
       line = JSON.stringify({ ts: now().toISOString(), level, msg, ...all });

@@ -9,7 +9,8 @@
  * - `context.ts`: what `main.ts` hands every feature (`AgentContext`) and what a feature hands
  *   back (`Feature`: routes, readiness, stop).
  *
- * May import: `api`, `status` (types only, in `context.ts`: the contract handed to features).
+ * May import: `api` (types only), `status` (types only), `tls` (types only), all in `context.ts`:
+ * the contract handed to features.
  * Must not import anything that runs a feature: core sits at the start of the one-way flow
  * config → collectors and clients → state → servers.
  *

@@ -52,6 +52,12 @@ import {
   MessageReader,
 } from "./call.ts";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
+import {
+  type ByteConn,
+  type ByteListener,
+  listenTls,
+  type TlsListenOptions,
+} from "../tls/listener.ts";
 
 /** Options of {@linkcode GrpcServer}: the methods, then message and HTTP/2 limits. */
 export interface H2ServerOptions {
@@ -1141,7 +1147,7 @@ export class GrpcServer {
   readonly #ctx: ServerContext;
   readonly #connections = new Set<Connection>();
   readonly #running = new Set<Promise<void>>();
-  #listener: Deno.Listener | undefined;
+  #listener: Deno.Listener | ByteListener | undefined;
   #accepting: Promise<void> | undefined;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
@@ -1176,12 +1182,16 @@ export class GrpcServer {
    * @returns the bound port
    * @throws when the address cannot be bound
    */
-  listen(hostname: string, port: number): Promise<number> {
-    try {
-      this.#listener = Deno.listen({ hostname: hostname.replace(/^\[(.*)\]$/, "$1"), port });
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  async listen(
+    hostname: string,
+    port: number,
+    tls?: Omit<TlsListenOptions, "hostname" | "port" | "alpn">,
+  ): Promise<number> {
+    const host = hostname.replace(/^\[(.*)\]$/, "$1");
+    // TLS (ALPN h2) through the generic TLS listener; its connections have the Deno.Conn shape.
+    this.#listener = tls
+      ? await listenTls({ ...tls, hostname: host, port, alpn: ["h2"] })
+      : Deno.listen({ hostname: host, port });
     this.#accepting = this.#acceptLoop(this.#listener);
     // One timer for every connection's keepalive and preface deadline.
     const o = this.#ctx.opts;
@@ -1201,7 +1211,7 @@ export class GrpcServer {
       }
     }, period);
     Deno.unrefTimer(this.#ticker);
-    return Promise.resolve((this.#listener.addr as Deno.NetAddr).port);
+    return (this.#listener.addr as Deno.NetAddr).port;
   }
 
   /** Open calls. */
@@ -1230,9 +1240,9 @@ export class GrpcServer {
     this.#listener = undefined;
   }
 
-  async #acceptLoop(listener: Deno.Listener) {
+  async #acceptLoop(listener: Deno.Listener | ByteListener) {
     while (!this.#stopping) {
-      let conn: Deno.Conn;
+      let conn: Deno.Conn | ByteConn;
       try {
         conn = await listener.accept();
       } catch (e) {
@@ -1250,7 +1260,9 @@ export class GrpcServer {
     }
   }
 
-  #serve(conn: Deno.Conn) {
+  #serve(accepted: Deno.Conn | ByteConn) {
+    // The connection only reads, writes, closes and sets no-delay: a TLS ByteConn serves as well.
+    const conn = accepted as Deno.Conn;
     if (this.#connections.size >= this.#ctx.opts.maxConnections || this.#stopping) {
       closeQuietly(conn);
       return;
@@ -1270,7 +1282,7 @@ export class GrpcServer {
   }
 }
 
-function closeQuietly(conn: Deno.Conn) {
+function closeQuietly(conn: Deno.Conn | ByteConn) {
   try {
     conn.close();
   } catch {

@@ -3,7 +3,7 @@
  * connection and streams (`h2_server.ts`), header compression (`hpack.ts`, RFC 7541), and the
  * gRPC call interface, status codes and length-prefixed message framing (`call.ts`).
  *
- * May import: nothing else in `lib/`. The xDS server (`xds/server.ts`) registers its methods here;
+ * May import: `tls` (the TLS listener, as general as this folder). The xDS server (`xds/server.ts`) registers its methods here;
  * this folder never learns what they carry.
  *
  * @example

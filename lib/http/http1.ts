@@ -18,6 +18,8 @@
  * @module
  */
 
+import type { ByteConn, ByteListener } from "../tls/listener.ts";
+
 /** Limits of {@linkcode serveHttp1}; all have production defaults. */
 export interface Http1Limits {
   /** Time to receive a complete request head once it started (default 10 s). */
@@ -75,6 +77,9 @@ const REASONS: Record<number, string> = {
   503: "Service Unavailable",
 };
 
+/** What a connection needs: a `Deno.Conn`, or a TLS {@linkcode ByteConn}. */
+type RawConn = Pick<Deno.Conn, "read" | "write" | "close">;
+
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -111,7 +116,7 @@ function indexOfHeadEnd(buf: Uint8Array, from: number): number {
   return -1;
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+async function writeAll(conn: RawConn, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
@@ -127,7 +132,7 @@ class Connection {
   busy = false;
 
   constructor(
-    readonly conn: Deno.Conn,
+    readonly conn: RawConn,
     readonly limits: Http1Limits,
     readonly handler: Http1Handler,
     readonly remoteAddr: string,
@@ -347,11 +352,18 @@ function parseHead(text: string, maxBody: number): ParsedHead {
  * @throws when the address cannot be bound
  */
 export function serveHttp1(
-  opts: { hostname: string; port: number; limits?: Partial<Http1Limits> },
+  opts: {
+    hostname: string;
+    port: number;
+    limits?: Partial<Http1Limits>;
+    /** An already bound listener (TLS) to serve instead of binding `hostname:port`. */
+    listener?: ByteListener;
+  },
   handler: Http1Handler,
 ): Http1Server {
   const limits: Http1Limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const listener = Deno.listen({ hostname: opts.hostname, port: opts.port });
+  const listener: Deno.Listener | ByteListener = opts.listener ??
+    Deno.listen({ hostname: opts.hostname, port: opts.port });
   const port = (listener.addr as Deno.NetAddr).port;
   const localHost = `${opts.hostname.includes(":") ? `[${opts.hostname}]` : opts.hostname}:${port}`;
   const active = new Set<Connection>();
@@ -360,7 +372,7 @@ export function serveHttp1(
 
   const accepting = (async () => {
     while (!stopping) {
-      let conn: Deno.Conn;
+      let conn: Deno.Conn | ByteConn;
       try {
         conn = await listener.accept();
       } catch (e) {

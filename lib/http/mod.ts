@@ -7,7 +7,7 @@
  * - `server.ts`: `/metrics`, `/healthz`, `/readyz`, `/status`, plus the routes features mount;
  * - `read_body.ts`: one capped body reader, for requests and API responses alike.
  *
- * May import: `core`, `status` (types only: the board `/status` reads).
+ * May import: `core`, `tls` (the TLS listener), `status` (types only: the board `/status` reads).
  * Must not import a feature (`ports`, `xds`, `envoy_static`, `agent`): features mount their
  * routes through `Feature.routes`, so the server never reaches into them.
  *

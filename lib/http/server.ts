@@ -3,6 +3,11 @@
  * routes features mount (e.g. `POST /ports/allocate`). Unknown paths answer 404 and wrong methods
  * 405, both as JSON `{"error": …}`. The server only reads state that others maintain.
  *
+ * With a web config file ({@linkcode WebConfig}) the port serves TLS, asks for HTTP Basic
+ * credentials on every path except `/healthz` (a liveness probe that reveals nothing but "ok"),
+ * and adds the configured response headers. `/status` and `/metrics` pass through the secret
+ * redactor, so no secret form reaches them.
+ *
  * @example
  * ```ts
  * import { startHttpServer } from "./server.ts";
@@ -18,6 +23,8 @@ import { type Http1Limits, serveHttp1 } from "./http1.ts";
 import type { Logger } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import type { StatusBoard } from "../status/board.ts";
+import { type ByteListener, listenTls } from "../tls/listener.ts";
+import type { WebConfig } from "./web_config.ts";
 
 /** Options of {@linkcode startHttpServer}. */
 export interface HttpServerOptions {
@@ -33,7 +40,16 @@ export interface HttpServerOptions {
   extra?: HttpRoute[];
   /** Transport limits (slow or oversized requests); production defaults when omitted. */
   limits?: Partial<Http1Limits>;
+  /** TLS, basic auth and headers (`--web-config-file`), already loaded. */
+  web?: WebConfig;
+  /** A bound TLS listener to serve on (see {@linkcode listenWebTls}). */
+  listener?: ByteListener;
+  /** Removes secrets from `/status` and `/metrics` text. */
+  redact?: (text: string) => string;
 }
+
+/** Paths served without basic auth: a liveness probe must not need credentials. */
+const OPEN_PATHS = new Set(["/healthz"]);
 
 /** A JSON response. */
 export function jsonResponse(
@@ -56,6 +72,7 @@ export interface RunningHttpServer {
 
 /** Builds the request handler (exposed for tests that need no socket). */
 export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">) {
+  const redact = opts.redact ?? ((t: string) => t);
   // Single flight: scrapes that arrive while a render is under way share its result, so a burst
   // of scrapers costs one render, not one each.
   let inFlight: Promise<string> | undefined;
@@ -68,7 +85,7 @@ export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">
       path: "/metrics",
       methods: ["GET", "HEAD"],
       handler: async () =>
-        new Response(await renderMetrics(), {
+        new Response(redact(await renderMetrics()), {
           headers: { "content-type": opts.metrics.registry.contentType },
         }),
     },
@@ -90,14 +107,21 @@ export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">
     {
       path: "/status",
       methods: ["GET", "HEAD"],
-      handler: () => jsonResponse(200, opts.board.document()),
+      handler: () =>
+        new Response(redact(JSON.stringify(opts.board.document())), {
+          headers: { "content-type": "application/json", "cache-control": "no-store" },
+        }),
     },
   ];
   const table = new Map<string, HttpRoute>();
   for (const r of [...builtins, ...opts.routes, ...(opts.extra ?? [])]) table.set(r.path, r);
 
-  return async (req: Request, remoteAddr: string): Promise<Response> => {
+  const route = async (req: Request, remoteAddr: string): Promise<Response> => {
     const path = new URL(req.url).pathname;
+    if (opts.web && !OPEN_PATHS.has(path)) {
+      const denied = await opts.web.authenticate(req);
+      if (denied) return denied;
+    }
     const route = table.get(path);
     if (!route) return jsonResponse(404, { error: `not found: ${path}` });
     if (!route.methods.includes(req.method)) {
@@ -112,19 +136,58 @@ export function createHandler(opts: Omit<HttpServerOptions, "hostname" | "port">
       return jsonResponse(500, { error: "internal error" });
     }
   };
+  if (!opts.web) return route;
+  const web = opts.web;
+  return async (req: Request, remoteAddr: string): Promise<Response> => {
+    const res = await route(req, remoteAddr);
+    const extra = web.headers();
+    if (extra.length === 0) return res;
+    const headers = new Headers(res.headers);
+    for (const [k, v] of extra) headers.set(k, v);
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  };
 }
 
 /**
- * Starts the server.
+ * Binds the TLS listener of the metrics port when the web config has `tls_server_config`
+ * (pass it to {@linkcode startHttpServer} as `listener`); undefined for plain HTTP.
+ *
+ * @throws when the port cannot be bound
+ */
+export async function listenWebTls(
+  web: WebConfig | undefined,
+  hostname: string,
+  port: number,
+  log: Logger,
+): Promise<ByteListener | undefined> {
+  if (!web?.tls) return undefined;
+  return await listenTls({
+    hostname,
+    port,
+    alpn: ["http/1.1"],
+    settings: () => web.tls!.current(),
+    onClientError: (message, remote) =>
+      log.debug("tls handshake refused", { remote, error: message }),
+  });
+}
+
+/**
+ * Starts the server: on `listener` when given (TLS, see {@linkcode listenWebTls}), else on a
+ * plain TCP listener bound to `hostname:port`.
  *
  * @throws when the port cannot be bound (the caller reports it and exits)
  */
 export function startHttpServer(opts: HttpServerOptions): RunningHttpServer {
   const handle = createHandler(opts);
   const server = serveHttp1(
-    { hostname: opts.hostname, port: opts.port, limits: opts.limits },
+    { hostname: opts.hostname, port: opts.port, limits: opts.limits, listener: opts.listener },
     (req, info) => handle(req, info.remoteAddr),
   );
-  opts.log.info("http server listening", { addr: `${opts.hostname}:${server.port}` });
+  opts.log.info("http server listening", {
+    addr: `${opts.hostname}:${server.port}`,
+    tls: !!opts.listener,
+    client_auth: opts.web?.tls?.paths.clientAuth ?? "none",
+    basic_auth: (opts.web?.current().users.size ?? 0) > 0,
+  });
   return server;
 }

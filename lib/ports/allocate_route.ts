@@ -136,12 +136,15 @@ export function createAllocateRoute(opts: AllocateRouteOptions): HttpRoute {
 }
 
 /**
- * Whether the request carries `Authorization: Bearer <token>`; compared in constant time.
+ * Whether the request carries `Authorization: Bearer <token>` (or `X-Allocate-Token: <token>`,
+ * for callers whose `Authorization` header holds the metrics port's basic auth); compared in
+ * constant time.
  */
 function hasBearer(req: Request, token: string): boolean {
   const match = /^Bearer[ \t]+(.+)$/i.exec(req.headers.get("authorization") ?? "");
-  if (!match) return false;
-  const given = encoder.encode(match[1].trim());
+  const header = req.headers.get("x-allocate-token");
+  if (!match && header === null) return false;
+  const given = encoder.encode((match ? match[1] : header!).trim());
   const expected = encoder.encode(token);
   let diff = given.length ^ expected.length;
   for (let i = 0; i < expected.length; i++) diff |= (given[i] ?? 0) ^ expected[i];

@@ -51,6 +51,17 @@ export interface EnvoyBootstrapOptions {
   adminPort?: number;
   /** Envoy admin listen address (default `127.0.0.1`: the admin API must never face the network). */
   adminAddr?: string;
+  /** Connect to the agent over TLS (the agent runs with `--xds-tls-cert`). */
+  tls?: BootstrapTls;
+}
+
+/** TLS from Envoy to the agent's xDS port: paths as Envoy sees them. */
+export interface BootstrapTls {
+  /** CA bundle that signed the agent's xDS certificate (required: Envoy must verify the agent). */
+  caFile: string;
+  /** Envoy's client certificate and key, for an agent with `--xds-tls-client-ca` (mTLS). */
+  certFile?: string;
+  keyFile?: string;
 }
 
 /** An option value the generator refuses; the message names the option. */
@@ -122,6 +133,7 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
     );
   }
 
+  const transportSocket = opts.tls ? upstreamTls(opts.tls, xds) : undefined;
   const adsSource = { ads: {}, resource_api_version: "V3" };
   const bootstrap: Record<string, unknown> = {
     node: { id: nodeId, cluster },
@@ -160,6 +172,7 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
             },
           },
         },
+        ...(transportSocket ? { transport_socket: transportSocket } : {}),
       }],
     },
   };
@@ -169,6 +182,48 @@ export function envoyBootstrap(opts: EnvoyBootstrapOptions): Record<string, unkn
     };
   }
   return bootstrap;
+}
+
+/**
+ * The `UpstreamTlsContext` of the xDS cluster: ALPN h2, the agent verified against the CA and
+ * its certificate's subject alternative name (the xDS address: IP SAN or DNS SAN plus SNI), and
+ * Envoy's client certificate when given.
+ */
+function upstreamTls(t: BootstrapTls, xds: { address: string; isIp: boolean }) {
+  const path = (name: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    return checkName(name, v);
+  };
+  const ca = path("tls-ca", t.caFile)!;
+  const cert = path("tls-cert", t.certFile), key = path("tls-key", t.keyFile);
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new BootstrapOptionError("--tls-cert and --tls-key must be given together");
+  }
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+      common_tls_context: {
+        alpn_protocols: ["h2"],
+        ...(cert && key
+          ? {
+            tls_certificates: [{
+              certificate_chain: { filename: cert },
+              private_key: { filename: key },
+            }],
+          }
+          : {}),
+        validation_context: {
+          trusted_ca: { filename: ca },
+          match_typed_subject_alt_names: [{
+            san_type: xds.isIp ? "IP_ADDRESS" : "DNS",
+            matcher: { exact: xds.address },
+          }],
+        },
+      },
+      ...(xds.isIp ? {} : { sni: xds.address }),
+    },
+  };
 }
 
 /** The command line that regenerates a bootstrap, written into its header comment. */
@@ -185,6 +240,11 @@ function regenerateCommand(opts: EnvoyBootstrapOptions): string {
   }
   if (opts.adminPort !== undefined && opts.adminPort !== BOOTSTRAP_DEFAULTS.adminPort) {
     parts.push(`--admin-port ${opts.adminPort}`);
+  }
+  if (opts.tls) {
+    parts.push(`--tls --tls-ca ${shellQuote(opts.tls.caFile)}`);
+    if (opts.tls.certFile) parts.push(`--tls-cert ${shellQuote(opts.tls.certFile)}`);
+    if (opts.tls.keyFile) parts.push(`--tls-key ${shellQuote(opts.tls.keyFile)}`);
   }
   return parts.join(" ");
 }
@@ -234,13 +294,27 @@ Options:
   --xds-addr HOST     agent xDS address; 0.0.0.0 means loopback [env: AGENT_XDS_ADDR] [default: ${BOOTSTRAP_DEFAULTS.xdsAddr}]
   --xds-port PORT     agent xDS port [env: AGENT_XDS_PORT] [default: ${BOOTSTRAP_DEFAULTS.xdsPort}]
   --admin-port PORT   Envoy admin port on 127.0.0.1, 0 for none [default: ${BOOTSTRAP_DEFAULTS.adminPort}]
+  --tls               connect over TLS (agent started with --xds-tls-cert); needs --tls-ca
+  --tls-ca FILE       CA bundle that signed the agent's xDS certificate (path seen by Envoy)
+  --tls-cert FILE     Envoy's client certificate, for an agent with --xds-tls-client-ca (mTLS)
+  --tls-key FILE      private key of --tls-cert
   --help              show this help
 
 Example:
   sigma-agent envoy-bootstrap --node-id layer4-01 > /etc/envoy/bootstrap.yaml
   envoy -c /etc/envoy/bootstrap.yaml`;
 
-const FLAGS = new Set(["node-id", "cluster", "xds-addr", "xds-port", "admin-port"]);
+const FLAGS = new Set([
+  "node-id",
+  "cluster",
+  "xds-addr",
+  "xds-port",
+  "admin-port",
+  "tls",
+  "tls-ca",
+  "tls-cert",
+  "tls-key",
+]);
 
 function parsePort(flag: string, raw: string, allowZero: boolean): number {
   if (!/^\d+$/.test(raw.trim())) {
@@ -284,7 +358,8 @@ export function envoyBootstrapCommand(
       const eq = arg.indexOf("=");
       const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
       if (!FLAGS.has(name)) throw new BootstrapOptionError(`unknown flag --${name}`);
-      if (eq !== -1) values.set(name, arg.slice(eq + 1));
+      if (name === "tls" && eq === -1) values.set(name, "true");
+      else if (eq !== -1) values.set(name, arg.slice(eq + 1));
       else if (i + 1 < args.length) values.set(name, args[++i]);
       else throw new BootstrapOptionError(`missing value for --${name}`);
     }
@@ -292,6 +367,21 @@ export function envoyBootstrapCommand(
     if (nodeId === undefined) throw new BootstrapOptionError("--node-id is required");
     const xdsPortRaw = values.get("xds-port") ?? nonEmpty(env.AGENT_XDS_PORT);
     const adminPortRaw = values.get("admin-port");
+    const tlsOn = values.get("tls");
+    if (tlsOn !== undefined && tlsOn !== "true" && tlsOn !== "false") {
+      throw new BootstrapOptionError(
+        `invalid --tls=${JSON.stringify(tlsOn)}: expected true or false`,
+      );
+    }
+    const tlsFiles = ["tls-ca", "tls-cert", "tls-key"].filter((f) => values.has(f));
+    if (tlsOn !== "true" && tlsFiles.length > 0) {
+      throw new BootstrapOptionError(`--${tlsFiles[0]} needs --tls`);
+    }
+    if (tlsOn === "true" && !values.has("tls-ca")) {
+      throw new BootstrapOptionError(
+        "--tls needs --tls-ca (the CA that signed the agent's xDS certificate)",
+      );
+    }
     const opts: EnvoyBootstrapOptions = {
       nodeId,
       cluster: values.get("cluster"),
@@ -300,6 +390,13 @@ export function envoyBootstrapCommand(
       adminPort: adminPortRaw === undefined
         ? undefined
         : parsePort("admin-port", adminPortRaw, true),
+      tls: tlsOn === "true"
+        ? {
+          caFile: values.get("tls-ca")!,
+          certFile: values.get("tls-cert"),
+          keyFile: values.get("tls-key"),
+        }
+        : undefined,
     };
     return { exitCode: 0, stdout: envoyBootstrapYaml(opts), stderr: "" };
   } catch (e) {

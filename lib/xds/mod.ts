@@ -11,7 +11,8 @@
  * the Envoy bootstraps that point at this server.
  *
  * May import: `core`, `api`, `host` (IP versions of addresses), `grpc` (the transport, which knows
- * nothing of xDS) and the generated Envoy protos under `proto/gen/`.
+ * nothing of xDS), `tls` (the certificate files of `--xds-tls-*`) and the generated Envoy protos
+ * under `proto/gen/`.
  *
  * @example
  * ```ts
@@ -58,12 +59,28 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
     metrics: ctx.metrics,
     onUnknownNode: (nodeId) => poller.ensureNode(nodeId),
   });
-  const port = await server.listen(ctx.config.xdsAddr, ctx.config.xdsPort);
-  log.info("xds: serving ADS", { address: ctx.config.xdsAddr, port, nodes: cache.size });
+  const tls = ctx.xdsTls;
+  const port = await server.listen(ctx.config.xdsAddr, ctx.config.xdsPort, tls);
+  log.info("xds: serving ADS", {
+    address: ctx.config.xdsAddr,
+    port,
+    nodes: cache.size,
+    tls: tls ? (tls.paths.clientAuth === "require" ? "mtls" : "tls") : "off",
+  });
   const loop = poller.run().catch((e) =>
     log.error("xds: poll loop ended", { error: (e as Error).message })
   );
-  ctx.board.provide("xds", () => ({ ...server.status(), poll: poller.lastPoll ?? null }));
+  ctx.board.provide("xds", () => ({
+    ...server.status(),
+    poll: poller.lastPoll ?? null,
+    tls: tls
+      ? {
+        client_auth: tls.paths.clientAuth,
+        certificates_loaded_at: tls.loadedAt?.toISOString() ?? null,
+        error: tls.error ?? null,
+      }
+      : null,
+  }));
   return {
     port,
     stop: async () => {

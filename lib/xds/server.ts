@@ -36,6 +36,7 @@ import type { AgentMetrics } from "../core/metrics.ts";
 import type { SnapshotCache, XdsType } from "./cache.ts";
 import { type BidiCall, type BidiMethod, GrpcStatus } from "../grpc/call.ts";
 import { GrpcServer } from "../grpc/h2_server.ts";
+import type { TlsFiles } from "../tls/listener.ts";
 import {
   type DeltaRequest,
   type Push,
@@ -206,10 +207,18 @@ export class XdsServer {
    * @returns the bound port
    * @throws when the address cannot be bound
    */
-  async listen(host: string, port: number): Promise<number> {
+  async listen(host: string, port: number, tls?: TlsFiles): Promise<number> {
     let bound: number;
     try {
-      bound = await this.#server.listen(host, port);
+      bound = await this.#server.listen(
+        host,
+        port,
+        tls && {
+          settings: () => tls.current(),
+          onClientError: (error, remote) =>
+            this.#o.log.debug("xds: TLS handshake refused", { remote, error }),
+        },
+      );
     } catch (e) {
       throw new Error(`xDS server cannot listen on ${host}:${port}: ${(e as Error).message}`);
     }

@@ -34,7 +34,12 @@ async function composeConfig(
   const bin = requireTool("docker-compose", "docker-compose");
   const r = await run(bin, ["--project-directory", dir, "-f", `${dir}/compose.yaml`, "config"], {
     clearEnv: true,
-    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: dir, ...env },
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: dir,
+      AGENT_ALLOCATE_TOKEN: "compose-test-token",
+      ...env,
+    },
   });
   const services = r.code === 0
     ? (parseYaml(r.stdout) as { services: Record<string, Service> }).services
@@ -68,6 +73,7 @@ Deno.test({
     const env = agent.environment ?? {};
     assert.equal(env.AGENT_DISK_PATH, "/etc/host_hostname");
     assert.equal(env.AGENT_XDS_ENABLED, "true");
+    assert.equal(env.AGENT_ALLOCATE_TOKEN, "compose-test-token", "the allocate token is set");
     assert.ok(
       "SIGMA_API_URL" in env && "SIGMA_API_KEY" in env,
       "API settings come from the environment",
@@ -201,5 +207,16 @@ Deno.test({
         await Deno.remove(dir, { recursive: true });
       }
     }
+  },
+});
+
+Deno.test({
+  name:
+    "compose: without an allocate token compose refuses to start (POST /ports/allocate never open)",
+  ignore,
+  async fn() {
+    const r = await composeConfig(ROOT.replace(/\/$/, ""), { AGENT_ALLOCATE_TOKEN: "" });
+    assert.notEqual(r.code, 0, r.out);
+    assert.match(r.out, /set AGENT_ALLOCATE_TOKEN in \.env/);
   },
 });

@@ -238,6 +238,13 @@ for (const [how, render] of RENDERERS) {
       );
       assert.equal(key.value, undefined);
       assert.ok(!("SIGMA_API_KEY" in settings), "no API key in a ConfigMap");
+      // POST /ports/allocate is never open: its token comes from the same Secret.
+      const token = agent.env.find((e: Obj) => e.name === "AGENT_ALLOCATE_TOKEN");
+      assert.deepEqual(token?.valueFrom?.secretKeyRef, {
+        name: key.valueFrom.secretKeyRef.name,
+        key: "allocate-token",
+      });
+      assert.ok(!("AGENT_ALLOCATE_TOKEN" in settings), "no allocate token in a ConfigMap");
       assert.ok(!docs.some((d) => d.kind === "Secret"), "no Secret with a literal key is shipped");
       for (const c of configMaps) {
         assert.doesNotMatch(

@@ -167,7 +167,9 @@ Deno.test("systemd: the example env file sets only the agent's variables, all va
   }
   const known = new Set(envNames());
   for (const k of Object.keys(env)) assert.ok(known.has(k), `${k} is read by the agent`);
-  for (const k of ["SIGMA_API_URL", "SIGMA_API_KEY"]) assert.ok(k in env, `${k} is in the example`);
+  for (const k of ["SIGMA_API_URL", "SIGMA_API_KEY", "AGENT_ALLOCATE_TOKEN"]) {
+    assert.ok(k in env, `${k} is in the example`);
+  }
   const parsed = parseConfig([], env);
   assert.equal(parsed.kind, "config");
   if (parsed.kind === "config") {

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { createMetrics } from "../../lib/core/metrics.ts";
+import { registerWebConfigMetrics, WebConfig } from "../../lib/http/web_config.ts";
 import { pages, prose, ROOT } from "./support.ts";
 
 interface Registered {
@@ -14,6 +15,10 @@ interface Registered {
 
 async function registered(): Promise<Registered[]> {
   const { registry } = createMetrics("docs-host", "0.0.0");
+  // Registered beside the others when --web-config-file is set.
+  const webConfig = await Deno.makeTempFile({ suffix: ".yml" });
+  await Deno.writeTextFile(webConfig, "{}\n");
+  registerWebConfigMetrics(registry, new WebConfig(webConfig));
   const out: Registered[] = [];
   for (const object of registry.getMetricsAsArray()) {
     // prom-client's metric classes: `get()` gives name and type, `labelNames` the declared labels.
@@ -25,6 +30,7 @@ async function registered(): Promise<Registered[]> {
     const labels = metric.labelNames ?? [];
     out.push({ name, type: String(type), labels: [...labels] });
   }
+  await Deno.remove(webConfig);
   return out;
 }
 
