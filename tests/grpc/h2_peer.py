@@ -218,37 +218,56 @@ def case_refusals(port):
 
 # ---- header-level violations: h2 with its outbound validation off ----
 
-BAD_HEADERS = {
-    "no_scheme": [(":method", "POST"), (":path", ECHO), ("content-type", "application/grpc")],
-    "two_methods": [(":method", "POST"), (":method", "POST"), (":scheme", "http"), (":path", ECHO),
-                    ("content-type", "application/grpc")],
-    "two_paths": [(":method", "POST"), (":scheme", "http"), (":path", "/x"), (":path", ECHO),
-                  ("content-type", "application/grpc")],
-    "status_in_request": [(":status", "200"), *request_headers()[:4]],
-    "pseudo_after_regular": [("content-type", "application/grpc"), *request_headers()[:4]],
-    "uppercase_name": [*request_headers(), ("X-Upper", "1")],
-    "connection_header": [*request_headers(), ("connection", "keep-alive")],
-    "te_gzip": [*request_headers()[:5], ("te", "gzip")],
-    "newline_in_value": [*request_headers(), ("x-v", "a\nb")],
-}
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 
-def case_bad_headers(port):
-    """Each malformed request on its own stream of one connection: RST_STREAM PROTOCOL_ERROR each,
-    the connection lives on and serves a valid call after them."""
-    p = Peer(port, validate_outbound=False)
+def bad_headers(path):
+    """Malformed requests for `path`, by what is wrong with them."""
+    good = request_headers(path)
+    return {
+        "no_scheme": [(":method", "POST"), (":path", path), ("content-type", "application/grpc")],
+        "two_methods": [(":method", "POST"), *good],
+        "two_schemes": [*good[:2], (":scheme", "https"), *good[2:]],
+        "two_paths": [(":path", "/x"), *good],
+        "status_in_request": [(":status", "200"), *good],
+        "pseudo_after_regular": [("content-type", "application/grpc"), *good[:4]],
+        "uppercase_name": [*good, ("X-Upper", "1")],
+        "connection_header": [*good, ("connection", "keep-alive")],
+        "te_gzip": [*good[:5], ("te", "gzip")],
+        "newline_in_value": [*good, ("x-v", "a\nb")],
+        "content_length_1": [*good, ("content-length", "1")],
+    }
+
+
+def send_bad_headers(p, path):
+    """Each malformed request (then an 80-byte message) on its own stream of one connection."""
     out = {}
-    for name, headers in BAD_HEADERS.items():
+    for name, headers in bad_headers(path).items():
         sid = p.conn.get_next_available_stream_id()
         p.conn.send_headers(sid, headers)
-        p.conn.send_data(sid, grpc_message(b"\x01"))
+        p.conn.send_data(sid, grpc_message(b"\x01" * 75))
         p.flush()
         p.pump(lambda: p.finished(sid))
         out[name] = {"reset": p.stream(sid)["reset"], "served": len(p.stream(sid)["data"]) > 0}
+    return out
+
+
+def case_bad_headers(port):
+    """RST_STREAM PROTOCOL_ERROR for each, and the connection serves a valid call after them."""
+    p = Peer(port, validate_outbound=False)
+    out = send_bad_headers(p, ECHO)
     ok = p.call(ECHO, [b"\x09\x09"])
     p.pump(lambda: p.finished(ok))
     p.close()
     return {"cases": out, "then": p.result(ok)}
+
+
+def case_ads_bad_headers(port):
+    """The same malformed requests on the xDS ADS method of a real xDS server."""
+    p = Peer(port, validate_outbound=False)
+    out = send_bad_headers(p, ADS)
+    p.close()
+    return {"cases": out}
 
 
 def case_content_length(port):
@@ -375,6 +394,7 @@ CASES = {
     "concurrent": case_concurrent,
     "refusals": case_refusals,
     "bad_headers": case_bad_headers,
+    "ads_bad_headers": case_ads_bad_headers,
     "content_length": case_content_length,
     "raw": case_raw,
     "closed_streams": case_closed_streams,

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { frameMessage } from "../../lib/grpc/call.ts";
 import { H2ErrorCode } from "../../lib/grpc/h2_server.ts";
+import { withServer as withXdsServer } from "../xds/xds_client.ts";
 import { ECHO, withServer } from "./h2_helpers.ts";
 
 const PYTHON = await Deno.stat("/usr/bin/python3").then(() => "/usr/bin/python3", () => "python3");
@@ -79,7 +80,7 @@ Deno.test("h2 peers: python3-h2 — malformed requests (pseudo-headers, fields, 
   await withServer(async (port) => {
     const r = await h2Peer(port, "bad_headers", "content_length");
     const cases = r.bad_headers.cases as Record<string, { reset: number; served: boolean }>;
-    assert.equal(Object.keys(cases).length, 9);
+    assert.equal(Object.keys(cases).length, 11);
     for (const [name, got] of Object.entries(cases)) {
       assert.deepEqual(got, { reset: E.PROTOCOL_ERROR, served: false }, name);
     }
@@ -90,6 +91,17 @@ Deno.test("h2 peers: python3-h2 — malformed requests (pseudo-headers, fields, 
     assert.equal(cl.under.reset, E.PROTOCOL_ERROR);
     assert.equal(cl.exact.grpc_status, "0");
     assert.equal(cl.exact.reset, null);
+  });
+});
+
+Deno.test("h2 peers: python3-h2 — the same malformed requests on a real xDS server's ADS method get RST_STREAM PROTOCOL_ERROR", async () => {
+  await withXdsServer(async ({ port }) => {
+    const r = await h2Peer(port, "ads_bad_headers");
+    const cases = r.ads_bad_headers.cases as Record<string, { reset: number; served: boolean }>;
+    assert.equal(Object.keys(cases).length, 11);
+    for (const [name, got] of Object.entries(cases)) {
+      assert.deepEqual(got, { reset: E.PROTOCOL_ERROR, served: false }, name);
+    }
   });
 });
 
