@@ -1,7 +1,7 @@
 /**
  * A small, strict HTTP/2 server (cleartext, prior knowledge: how Envoy and grpc-js connect to an
  * `http://` xDS server) for gRPC bidi-streaming methods, on plain `Deno.listen` TCP connections.
- * Calls and methods are the interfaces of `grpc.ts`.
+ * Calls and methods are the interfaces of `call.ts`; `mod.ts` is the module's front door.
  *
  * Why our own HTTP/2: `Deno.serve` (hyper) costs ~73 KB of memory per connection, cannot send
  * PINGs (so no server-side keepalive: dead Envoys would never be noticed) and cannot send HTTP
@@ -11,8 +11,11 @@
  * hundred bytes of state.
  *
  * What it implements (RFC 9113): the connection preface and SETTINGS exchange, DATA, HEADERS and
- * CONTINUATION, PRIORITY (ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE; flow control both
- * ways; HPACK (`hpack.ts`). gRPC (the gRPC HTTP/2 protocol doc): `POST` with `content-type:
+ * CONTINUATION, PRIORITY (validated, otherwise ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE;
+ * flow control both ways; HPACK (`hpack.ts`); the stream states of §5.1 (idle, open, half-closed,
+ * closed — the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
+ * by the client's RST_STREAM, or by ours, whose late frames are ignored); malformed requests
+ * (`h2_fields.ts`, and `content-length` against the DATA received). gRPC (the gRPC HTTP/2 protocol doc): `POST` with `content-type:
  * application/grpc[+proto]`, identity encoding only, length-prefixed messages, response headers,
  * messages, then trailers with `grpc-status` / `grpc-message`, or "Trailers-Only" when the call
  * ends before any message. Keepalive: a PING after `keepaliveIntervalMs` of silence; no ACK within
@@ -21,7 +24,9 @@
  * Hardening, like `lib/http/http1.ts`: a preface deadline, a connection cap, at most 100 concurrent
  * streams per connection (more are refused with REFUSED_STREAM), a header block size and
  * CONTINUATION count limit, and budgets for resets (CVE-2023-44487 "rapid reset"), PINGs and
- * SETTINGS (GOAWAY ENHANCE_YOUR_CALM). Any protocol error is a GOAWAY with its code, then close.
+ * SETTINGS (GOAWAY ENHANCE_YOUR_CALM). Errors are what RFC 9113 names: a stream error is a
+ * RST_STREAM with its code (counted against the reset budget), a connection error a GOAWAY with
+ * its code, then close. Every rule and its test: `docs/grpc-transport.md`.
  *
  * @example
  * ```ts

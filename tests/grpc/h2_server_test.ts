@@ -397,7 +397,7 @@ Deno.test("h2 server: raw peers — CONTINUATION flood and oversized header bloc
   });
 });
 
-Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING flood: the right GOAWAY", async () => {
+Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING, SETTINGS and malformed-request floods: the right GOAWAY", async () => {
   await withServer(async (port) => {
     const cases: [string, Uint8Array[], number][] = [
       [
@@ -423,6 +423,19 @@ Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING 
       [
         "PING flood",
         Array.from({ length: 300 }, () => frameBytes(6, 0, 0, new Uint8Array(8))),
+        H2ErrorCode.ENHANCE_YOUR_CALM,
+      ],
+      [
+        "SETTINGS flood",
+        Array.from({ length: 300 }, () => frameBytes(4, 0, 0, new Uint8Array(0))),
+        H2ErrorCode.ENHANCE_YOUR_CALM,
+      ],
+      [
+        "malformed-request flood (each a stream error)",
+        Array.from(
+          { length: 150 },
+          (_, i) => frameBytes(1, 4, 2 * i + 1, encodeHeaders([[":method", "POST"]])),
+        ),
         H2ErrorCode.ENHANCE_YOUR_CALM,
       ],
     ];
