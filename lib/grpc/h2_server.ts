@@ -57,7 +57,13 @@ import {
   MessageReader,
 } from "./call.ts";
 import { requestHead, trailersProblem } from "./h2_fields.ts";
-import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
+import {
+  encodeHeaders,
+  encodeTableSizeUpdate,
+  type HeaderField,
+  HpackDecoder,
+  HpackError,
+} from "./hpack.ts";
 
 /** Options of {@linkcode GrpcServer}: the methods, then message and HTTP/2 limits. */
 export interface H2ServerOptions {
@@ -128,6 +134,7 @@ const SETTING = {
 /** The protocol's defaults (RFC 9113 §6.5.2); our own MAX_FRAME_SIZE stays at the minimum. */
 const DEFAULT_WINDOW = 65_535;
 const MAX_FRAME = 16_384;
+const DEFAULT_TABLE_SIZE = 4096;
 const MAX_WINDOW = 0x7fffffff;
 /** Our connection receive window: requests are consumed at once, so credit costs no memory. */
 const CONNECTION_WINDOW = 1 << 20;
@@ -392,6 +399,10 @@ class Connection {
   // Peer settings.
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrame = MAX_FRAME;
+  /** The table size our (never indexing) encoder declares: 4096 until the peer asks for less. */
+  #encoderTableSize = DEFAULT_TABLE_SIZE;
+  /** A smaller size to signal at the start of our next header block (RFC 7541 §4.2). */
+  #tableSizeUpdate: Uint8Array | undefined;
   #sendWindow = DEFAULT_WINDOW;
   #recvWindow = DEFAULT_WINDOW;
   #recvUncredited = 0;
@@ -960,10 +971,17 @@ class Connection {
         }
         this.#peerMaxFrame = value;
         return;
+      case SETTING.HEADER_TABLE_SIZE:
+        // Our encoder never indexes, but the peer's decoder expects to be told when the table
+        // it allows shrinks below the one we may use (RFC 7541 §4.2): at our next header block.
+        if (value < this.#encoderTableSize) {
+          this.#encoderTableSize = value;
+          this.#tableSizeUpdate = encodeTableSizeUpdate(value);
+        }
+        return;
       default:
-        // HEADER_TABLE_SIZE: our encoder never indexes, any table size suits it. The rest
-        // (MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, unknown ids) concerns requests we
-        // never make or is advisory.
+        // MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, unknown ids: they concern requests we
+        // never make, or are advisory.
         return;
     }
   }
@@ -1160,6 +1178,14 @@ class Connection {
 
   /** A header block as HEADERS (+ CONTINUATION beyond the peer's frame size). */
   writeHeaders(streamId: number, block: Uint8Array, endStream: boolean) {
+    const update = this.#tableSizeUpdate;
+    if (update) {
+      this.#tableSizeUpdate = undefined;
+      const prefixed = new Uint8Array(update.length + block.length);
+      prefixed.set(update);
+      prefixed.set(block, update.length);
+      block = prefixed;
+    }
     const max = this.#peerMaxFrame;
     let off = 0;
     let type: number = FRAME.HEADERS;

@@ -564,3 +564,22 @@ Deno.test("h2 server: raw peers — random frames after a valid handshake never 
   }, { onError: (e) => errors.push(e) });
   assert.deepEqual(errors, [], "no internal error reported");
 });
+
+Deno.test("h2 server: raw peers — SETTINGS_HEADER_TABLE_SIZE below 4096: our next header block opens with a table size update (RFC 7541 §4.2)", async () => {
+  await withServer(async (port) => {
+    const p = await RawPeer.open(port, false);
+    await p.send(
+      PREFACE,
+      frameBytes(4, 0, 0, new Uint8Array([0, 1, 0, 0, 0, 0])),
+      frameBytes(1, 4 | 1, 1, REQUEST_BLOCK),
+      frameBytes(1, 4 | 1, 3, REQUEST_BLOCK),
+    );
+    const first = await p.until(1);
+    assert.equal(first!.payload[0], 0x20, "size update to 0 first");
+    const decoder = new HpackDecoder();
+    assert.equal(Object.fromEntries(decoder.decode(first!.payload))["grpc-status"], "0");
+    const second = await p.until(1);
+    assert.notEqual(second!.payload[0] & 0xe0, 0x20, "signalled once");
+    p.close();
+  });
+});
