@@ -8,8 +8,9 @@
  * trailing space or tab), connection-specific fields and `te` other than `trailers` (§8.2.2),
  * pseudo-headers (§8.3: only `:method`, `:scheme`, `:authority` and `:path` in a request, each at
  * most once, before every regular field, none in trailers; §8.3.1: `:method`, `:scheme` and a
- * non-empty `:path` required, and for CONNECT only `:authority`), and `content-length` (§8.1.1:
- * digits, every copy equal; the connection compares it with the DATA received).
+ * non-empty `:path` required, no userinfo in `:authority`, for CONNECT only `:authority`), and
+ * `content-length` (§8.1.1: digits, every copy equal; the connection compares it with the DATA
+ * received).
  *
  * @example
  * ```ts
@@ -152,6 +153,10 @@ export function requestHead(fields: readonly HeaderField[]): RequestHead | strin
   if (path === undefined) return "missing :path";
   if (path === "" || (path[0] !== "/" && !(path === "*" && method === "OPTIONS"))) {
     return "invalid :path";
+  }
+  // §8.3.1: no userinfo in an http(s) authority.
+  if (authority?.includes("@") && (scheme === "http" || scheme === "https")) {
+    return "userinfo in :authority";
   }
   const query = path.indexOf("?");
   return {

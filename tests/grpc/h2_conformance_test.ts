@@ -121,8 +121,10 @@ interface Case {
   /** The frames the rule is about. */
   probe: Uint8Array[];
   expect: Expect;
-  /** The request must not have been served: no DATA answered on stream 1. */
+  /** The request must not have been served: no HEADERS or DATA answered on stream 1. */
   unserved?: boolean;
+  /** The request on this stream must have been answered to its end (HEADERS with END_STREAM). */
+  served?: number;
   /** Sent instead of the default client preface (an empty SETTINGS). */
   preface?: Uint8Array[];
 }
@@ -196,6 +198,41 @@ const CASES: Case[] = [
     expect: { stream: 1, code: E.PROTOCOL_ERROR },
     unserved: true,
   },
+  {
+    rule: "§8.3.1 userinfo in :authority",
+    probe: [
+      headers(1, [...BASE.slice(0, 3), [":authority", "user@127.0.0.1"], BASE[3]]),
+      message(1),
+    ],
+    expect: { stream: 1, code: E.PROTOCOL_ERROR },
+    unserved: true,
+  },
+  {
+    rule: "§8.3.1 :authority and a query in :path are served",
+    probe: [
+      headers(1, [
+        BASE[0],
+        BASE[1],
+        [":authority", "127.0.0.1"],
+        [":path", `${ECHO}?q=1`],
+        BASE[3],
+      ]),
+      message(1, 3, END_STREAM),
+    ],
+    expect: "ignored",
+    served: 1,
+  },
+  {
+    rule: "§8.5 CONNECT with :scheme and :path",
+    probe: [headers(1, [[":method", "CONNECT"], [":authority", "a:1"], ...BASE.slice(1)])],
+    expect: { stream: 1, code: E.PROTOCOL_ERROR },
+  },
+  {
+    rule: "§8.5 a well-formed CONNECT is answered (415, not gRPC), not reset as malformed",
+    probe: [headers(1, [[":method", "CONNECT"], [":authority", "a:1"]])],
+    expect: "ignored",
+    served: 1,
+  },
   // §8.2.1 field validity
   ...([
     ["uppercase field name", "X-Upper", "v"],
@@ -231,6 +268,7 @@ const CASES: Case[] = [
     rule: "§8.2.2 te: trailers is served",
     probe: [headers(1, [...BASE, ["te", "trailers"]]), message(1, 3, END_STREAM)],
     expect: "ignored",
+    served: 1,
   },
   // §8.1.1 content-length
   {
@@ -260,6 +298,7 @@ const CASES: Case[] = [
     rule: "§8.1.1 content-length equal to the DATA is served",
     probe: [headers(1, [...BASE, ["content-length", "8"]]), message(1, 3, END_STREAM)],
     expect: "ignored",
+    served: 1,
   },
   // §8.1 trailers
   {
@@ -299,6 +338,7 @@ const CASES: Case[] = [
     rule: "§5.1 PRIORITY on an idle stream is allowed, does not open it",
     probe: [priority(9, 0), request(3), message(3, 3, END_STREAM)],
     expect: "ignored",
+    served: 3,
   },
   // §5.1.1 stream identifiers
   {
@@ -450,6 +490,7 @@ const CASES: Case[] = [
       data(1, new Uint8Array([2, ...frameMessage(new Uint8Array([1])), 0, 0]), PADDED | END_STREAM),
     ],
     expect: "ignored",
+    served: 1,
   },
   {
     rule: "§4.2 a frame larger than SETTINGS_MAX_FRAME_SIZE",
@@ -479,6 +520,7 @@ const CASES: Case[] = [
       message(1, 3, END_STREAM),
     ],
     expect: "ignored",
+    served: 1,
   },
   {
     rule: "§5.5 an unknown frame type inside a header block",
@@ -492,6 +534,7 @@ const CASES: Case[] = [
     rule: "§4.1 unknown frame types and flags are ignored",
     probe: [frameBytes(0xfa, 0xff, 0, new Uint8Array(3)), request(1, 0x40 | END_STREAM)],
     expect: "ignored",
+    served: 1,
   },
   // §6.4 RST_STREAM, §6.6 PUSH_PROMISE, §6.7 PING, §6.8 GOAWAY
   {
@@ -637,6 +680,7 @@ const CASES: Case[] = [
       ),
     ],
     expect: "ignored",
+    served: 1,
   },
   {
     rule: "RFC 7541 §2.3.3 index 0",
@@ -712,8 +756,23 @@ for (const c of CASES) {
             seen,
           );
         }
+        if (c.served) {
+          // Stream output is framed after the PING's ACK: read on to the response's end.
+          const isEnd = (f: Frame) =>
+            f.type === T.HEADERS && f.stream === c.served && (f.flags & END_STREAM) !== 0;
+          let end = frames.find(isEnd);
+          while (!end) {
+            const f = await p.frame();
+            assert.ok(f, "not answered: " + seen);
+            assert.ok(f.type !== T.RST && f.type !== T2.GOAWAY, describe(f));
+            if (isEnd(f)) end = f;
+          }
+        }
         if (c.unserved) {
-          assert.ok(!frames.some((f) => f.type === T.DATA && f.stream === 1), "served: " + seen);
+          // A served message is answered with HEADERS at once (its DATA follows).
+          const answered = (f: Frame) =>
+            (f.type === T.DATA || f.type === T.HEADERS) && f.stream === 1;
+          assert.ok(!frames.some(answered), "served: " + seen);
         }
       } finally {
         p.close();
