@@ -15,11 +15,12 @@
  * flow control both ways; HPACK (`hpack.ts`); the stream states of §5.1 (idle, open, half-closed,
  * closed — the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
  * by the client's RST_STREAM, or by ours, whose late frames are ignored); malformed requests
- * (`h2_fields.ts`, and `content-length` against the DATA received). gRPC (the gRPC HTTP/2 protocol doc): `POST` with `content-type:
- * application/grpc[+proto]`, identity encoding only, length-prefixed messages, response headers,
- * messages, then trailers with `grpc-status` / `grpc-message`, or "Trailers-Only" when the call
- * ends before any message. Keepalive: a PING after `keepaliveIntervalMs` of silence; no ACK within
- * `keepaliveTimeoutMs` closes the connection and ends its calls.
+ * (`h2_fields.ts`, and `content-length` against the DATA received). gRPC (the gRPC HTTP/2
+ * protocol doc): `POST` with `content-type: application/grpc[+proto]`, identity encoding only,
+ * length-prefixed messages, response headers, messages, then trailers with `grpc-status` /
+ * `grpc-message`, or "Trailers-Only" when the call ends before any message. Keepalive: a PING
+ * after `keepaliveIntervalMs` of silence; no ACK within `keepaliveTimeoutMs` closes the
+ * connection and ends its calls.
  *
  * Hardening, like `lib/http/http1.ts`: a preface deadline, a connection cap, at most 100 concurrent
  * streams per connection (more are refused with REFUSED_STREAM), a header block size and
