@@ -153,7 +153,10 @@ const MAX_CONTINUATIONS = 32;
 const OUT_HIGH_WATER = 64 * 1024;
 /** Unwritten control frames a peer that does not read may cause before it is dropped. */
 const MAX_UNWRITTEN = 1024 * 1024;
-/** Closed streams remembered with how they closed (§5.1); older ones count as reset by us. */
+/**
+ * Closed streams remembered with how they closed (§5.1). Frames on older ones are ignored as if we
+ * had reset them, but HEADERS there is a stream id going backwards (connection PROTOCOL_ERROR).
+ */
 const CLOSED_REMEMBERED = 128;
 /** How a stream closed: we sent RST_STREAM (frames on it are ignored), the peer did, or both
  * sides sent END_STREAM (frames on it but WINDOW_UPDATE, RST_STREAM, PRIORITY: STREAM_CLOSED). */
