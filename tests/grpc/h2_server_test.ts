@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { GrpcStatus } from "../../lib/grpc/call.ts";
+import { frameMessage, GrpcStatus } from "../../lib/grpc/call.ts";
 import { GrpcServer, H2ErrorCode } from "../../lib/grpc/h2_server.ts";
 import { encodeHeaders, HpackDecoder } from "../../lib/grpc/hpack.ts";
 import { waitUntil } from "../xds/xds_client.ts";
@@ -580,6 +580,40 @@ Deno.test("h2 server: raw peers — SETTINGS_HEADER_TABLE_SIZE below 4096: our n
     assert.equal(Object.fromEntries(decoder.decode(first!.payload))["grpc-status"], "0");
     const second = await p.until(1);
     assert.notEqual(second!.payload[0] & 0xe0, 0x20, "signalled once");
+    p.close();
+  });
+});
+
+Deno.test("h2 server: raw peers — closed streams are remembered 128 deep: DATA on the 128th last gets STREAM_CLOSED, older ones are ignored", async () => {
+  await withServer(async (port) => {
+    const p = await RawPeer.open(port);
+    const message = frameMessage(new Uint8Array([1]));
+    const closedStreams = 200;
+    for (let batch = 0; batch < closedStreams / 50; batch++) {
+      const frames = [];
+      for (let i = 0; i < 50; i++) {
+        const id = 2 * (50 * batch + i) + 1;
+        frames.push(frameBytes(1, 4, id, REQUEST_BLOCK), frameBytes(0, 1, id, message));
+      }
+      await p.send(...frames);
+      // Every call ends OK (trailers with END_STREAM): closed both ways.
+      let ended = 0;
+      while (ended < 50) {
+        const f = await p.frame();
+        assert.ok(f && f.type !== 3 && f.type !== 7, "no reset, no GOAWAY");
+        if (f.type === 1 && f.flags & 1) ended++;
+      }
+    }
+    const last = 2 * (closedStreams - 1) + 1;
+    const remembered = last - 2 * 127;
+    await p.send(
+      frameBytes(0, 0, 1, message),
+      frameBytes(0, 0, remembered - 2, message),
+      frameBytes(0, 0, remembered, message),
+    );
+    const rst = await p.until(3);
+    assert.equal(rst!.stream, remembered, "the oldest remembered stream, and only it");
+    assert.equal(new DataView(rst!.payload.buffer).getUint32(0), H2ErrorCode.STREAM_CLOSED);
     p.close();
   });
 });
