@@ -1,7 +1,8 @@
 /**
- * A small, strict HTTP/2 server (cleartext, prior knowledge: how Envoy and grpc-js connect to an
- * `http://` xDS server) for gRPC bidi-streaming methods, on plain `Deno.listen` TCP connections.
- * Calls and methods are the interfaces of `grpc.ts`.
+ * A small, strict HTTP/2 server (prior knowledge: how Envoy and grpc-js connect to an xDS server)
+ * for gRPC bidi-streaming methods, on plain `Deno.listen` TCP connections or, with `tls` options,
+ * on `lib/tls/` connections (ALPN `h2`).
+ * Calls and methods are the interfaces of `call.ts`; `mod.ts` is the module's front door.
  *
  * Why our own HTTP/2: `Deno.serve` (hyper) costs ~73 KB of memory per connection, cannot send
  * PINGs (so no server-side keepalive: dead Envoys would never be noticed) and cannot send HTTP
@@ -11,17 +12,23 @@
  * hundred bytes of state.
  *
  * What it implements (RFC 9113): the connection preface and SETTINGS exchange, DATA, HEADERS and
- * CONTINUATION, PRIORITY (ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE; flow control both
- * ways; HPACK (`hpack.ts`). gRPC (the gRPC HTTP/2 protocol doc): `POST` with `content-type:
- * application/grpc[+proto]`, identity encoding only, length-prefixed messages, response headers,
- * messages, then trailers with `grpc-status` / `grpc-message`, or "Trailers-Only" when the call
- * ends before any message. Keepalive: a PING after `keepaliveIntervalMs` of silence; no ACK within
- * `keepaliveTimeoutMs` closes the connection and ends its calls.
+ * CONTINUATION, PRIORITY (validated, otherwise ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE;
+ * flow control both ways; HPACK (`hpack.ts`); the stream states of §5.1 (idle, open, half-closed,
+ * closed — the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
+ * by the client's RST_STREAM, or by ours, whose late frames are ignored); malformed requests
+ * (`h2_fields.ts`, and `content-length` against the DATA received). gRPC (the gRPC HTTP/2
+ * protocol doc): `POST` with `content-type: application/grpc[+proto]`, identity encoding only,
+ * length-prefixed messages, response headers, messages, then trailers with `grpc-status` /
+ * `grpc-message`, or "Trailers-Only" when the call ends before any message. Keepalive: a PING
+ * after `keepaliveIntervalMs` of silence; no ACK within `keepaliveTimeoutMs` closes the
+ * connection and ends its calls.
  *
  * Hardening, like `lib/http/http1.ts`: a preface deadline, a connection cap, at most 100 concurrent
  * streams per connection (more are refused with REFUSED_STREAM), a header block size and
  * CONTINUATION count limit, and budgets for resets (CVE-2023-44487 "rapid reset"), PINGs and
- * SETTINGS (GOAWAY ENHANCE_YOUR_CALM). Any protocol error is a GOAWAY with its code, then close.
+ * SETTINGS (GOAWAY ENHANCE_YOUR_CALM). Errors are what RFC 9113 names: a stream error is a
+ * RST_STREAM with its code (counted against the reset budget), a connection error a GOAWAY with
+ * its code, then close. Every rule and its test: `docs/grpc-transport.md`.
  *
  * @example
  * ```ts
@@ -51,7 +58,14 @@ import {
   GrpcStatus,
   MessageReader,
 } from "./call.ts";
-import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
+import { requestHead, trailersProblem } from "./h2_fields.ts";
+import {
+  encodeHeaders,
+  encodeTableSizeUpdate,
+  type HeaderField,
+  HpackDecoder,
+  HpackError,
+} from "./hpack.ts";
 import {
   type ByteConn,
   type ByteListener,
@@ -128,6 +142,7 @@ const SETTING = {
 /** The protocol's defaults (RFC 9113 §6.5.2); our own MAX_FRAME_SIZE stays at the minimum. */
 const DEFAULT_WINDOW = 65_535;
 const MAX_FRAME = 16_384;
+const DEFAULT_TABLE_SIZE = 4096;
 const MAX_WINDOW = 0x7fffffff;
 /** Our connection receive window: requests are consumed at once, so credit costs no memory. */
 const CONNECTION_WINDOW = 1 << 20;
@@ -145,6 +160,16 @@ const MAX_CONTINUATIONS = 32;
 const OUT_HIGH_WATER = 64 * 1024;
 /** Unwritten control frames a peer that does not read may cause before it is dropped. */
 const MAX_UNWRITTEN = 1024 * 1024;
+/**
+ * Closed streams remembered with how they closed (§5.1). Frames on older ones are ignored as if we
+ * had reset them, but HEADERS there is a stream id going backwards (connection PROTOCOL_ERROR).
+ */
+const CLOSED_REMEMBERED = 128;
+/** How a stream closed: we sent RST_STREAM (frames on it are ignored), the peer did, or both
+ * sides sent END_STREAM (frames on it but WINDOW_UPDATE, RST_STREAM, PRIORITY: STREAM_CLOSED). */
+const CLOSED_BY_OUR_RESET = 1;
+const CLOSED_BY_PEER_RESET = 2;
+const CLOSED_BY_END_STREAM = 3;
 /** Time given to a closing connection to flush its last frames. */
 const CLOSE_GRACE_MS = 1000;
 const KEEPALIVE_PAYLOAD = new TextEncoder().encode("sigmaka!");
@@ -232,6 +257,9 @@ class Stream implements BidiCall<unknown, unknown> {
   headersSent = false;
   /** The client sent END_STREAM. */
   remoteClosed = false;
+  /** The request's `content-length` (-1: none) and the DATA bytes received so far (§8.1.1). */
+  contentLength = -1;
+  bodyBytes = 0;
   /** Flow control: what the peer lets us send; request bytes consumed and not yet credited. */
   sendWindow: number;
   recvWindow = DEFAULT_WINDOW;
@@ -374,12 +402,18 @@ class Connection {
   /** Streams with response bytes or a status waiting to be framed. */
   readonly #sendable = new Set<Stream>();
   #lastStreamId = 0;
+  /** The last closed streams and how they closed, oldest first (made at the first close). */
+  #closedStreams: Map<number, number> | undefined;
   #closed = false;
   #goingAway = false;
 
   // Peer settings.
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrame = MAX_FRAME;
+  /** The table size our (never indexing) encoder declares: 4096 until the peer asks for less. */
+  #encoderTableSize = DEFAULT_TABLE_SIZE;
+  /** A smaller size to signal at the start of our next header block (RFC 7541 §4.2). */
+  #tableSizeUpdate: Uint8Array | undefined;
   #sendWindow = DEFAULT_WINDOW;
   #recvWindow = DEFAULT_WINDOW;
   #recvUncredited = 0;
@@ -394,6 +428,7 @@ class Connection {
   #block: {
     streamId: number;
     endStream: boolean;
+    selfDependent: boolean;
     bytes: Uint8Array;
     length: number;
     frames: number;
@@ -579,7 +614,7 @@ class Connection {
     const flags = buf[off + 4];
     const streamId = readUint32(buf, off + 5) & MAX_WINDOW;
     const payload = buf.subarray(off + 9, off + 9 + length);
-    if (!this.#gotSettings && type !== FRAME.SETTINGS) {
+    if (!this.#gotSettings && (type !== FRAME.SETTINGS || flags & FLAG_ACK)) {
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "the preface must start with SETTINGS");
     }
     if (this.#block && type !== FRAME.CONTINUATION) {
@@ -625,9 +660,17 @@ class Connection {
     if (over) throw new ConnectionError(H2ErrorCode.ENHANCE_YOUR_CALM, `${kind} frame flood`);
   }
 
-  /** Strips padding (PADDED flag) from a DATA or HEADERS payload. */
+  /**
+   * Strips padding (PADDED flag) and `skip` more leading bytes from a DATA or HEADERS payload:
+   * padding that leaves no room for the content is a PROTOCOL_ERROR (§6.1, §6.2), a frame too
+   * short for its mandatory fields a FRAME_SIZE_ERROR (§4.2).
+   */
   #unpad(flags: number, payload: Uint8Array, skip: number): Uint8Array {
-    if (!(flags & FLAG_PADDED)) return payload.subarray(skip);
+    const padded = flags & FLAG_PADDED ? 1 : 0;
+    if (payload.length < padded + skip) {
+      throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "frame too short for its fields");
+    }
+    if (!padded) return payload.subarray(skip);
     const pad = payload[0];
     if (payload.length < 1 + skip + pad) {
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "padding exceeds the frame");
@@ -635,11 +678,39 @@ class Connection {
     return payload.subarray(1 + skip, payload.length - pad);
   }
 
+  /** A stream the client has not opened yet (odd ids above the last one; even ids: ours, never
+   * used, since we never push). Frames other than HEADERS and PRIORITY there are a connection
+   * PROTOCOL_ERROR (§5.1). */
+  #isIdle(streamId: number): boolean {
+    return streamId % 2 === 0 || streamId > this.#lastStreamId;
+  }
+
+  /** Remembers how a stream closed (§5.1), for the frames that may still arrive on it. */
+  #remember(streamId: number, how: number) {
+    const closed = this.#closedStreams ??= new Map();
+    closed.delete(streamId);
+    closed.set(streamId, how);
+    if (closed.size > CLOSED_REMEMBERED) closed.delete(closed.keys().next().value!);
+  }
+
+  /** How a closed (not idle, not open) stream closed; forgotten ones count as reset by us. */
+  #closedHow(streamId: number): number {
+    return this.#closedStreams?.get(streamId) ?? CLOSED_BY_OUR_RESET;
+  }
+
+  /** A frame that may not arrive on a closed stream (§5.1, §6.1): ignored after our own
+   * RST_STREAM (the client may have sent it before it saw ours), else STREAM_CLOSED. */
+  #onClosedStream(streamId: number) {
+    if (this.#closedHow(streamId) === CLOSED_BY_OUR_RESET) return;
+    this.#streamError(streamId, H2ErrorCode.STREAM_CLOSED);
+  }
+
   #onData(streamId: number, flags: number, payload: Uint8Array) {
     if (streamId === 0) throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
     if (payload.length > this.#recvWindow) {
       throw new ConnectionError(H2ErrorCode.FLOW_CONTROL_ERROR, "connection window exceeded");
     }
+    // Counted against the connection window whatever the stream's state (§6.9).
     this.#recvWindow -= payload.length;
     this.#creditConnection(payload.length);
     const data = this.#unpad(flags, payload, 0);
@@ -647,16 +718,25 @@ class Connection {
     if (data.length === 0 && !endStream) this.#spend("control");
     const s = this.#streams.get(streamId);
     if (!s) {
-      if (streamId > this.#lastStreamId) {
+      if (this.#isIdle(streamId)) {
         throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
       }
-      return; // a stream we already ended: the client may not know yet
+      return this.#onClosedStream(streamId);
     }
-    if (s.remoteClosed) return this.#resetStream(s.id, H2ErrorCode.STREAM_CLOSED);
+    // Half-closed (remote): the client already ended its side (§5.1, §6.1).
+    if (s.remoteClosed) return this.#streamError(s.id, H2ErrorCode.STREAM_CLOSED);
     if (payload.length > s.recvWindow) {
-      return this.#resetStream(s.id, H2ErrorCode.FLOW_CONTROL_ERROR);
+      return this.#streamError(s.id, H2ErrorCode.FLOW_CONTROL_ERROR);
     }
     s.recvWindow -= payload.length;
+    s.bodyBytes += data.length;
+    // More DATA than `content-length` said, or less by END_STREAM: malformed (§8.1.1).
+    if (
+      s.contentLength >= 0 &&
+      (s.bodyBytes > s.contentLength || (endStream && s.bodyBytes !== s.contentLength))
+    ) {
+      return this.#streamError(s.id, H2ErrorCode.PROTOCOL_ERROR);
+    }
     s.receive(data, this.ctx);
     this.#creditStream(s, payload.length);
     if (endStream) this.#onRemoteEnd(s);
@@ -684,19 +764,34 @@ class Connection {
   #onRemoteEnd(s: Stream) {
     s.receiveEnd();
     // Ended and its status already out: the stream is closed both ways.
-    if (s.ended && !s.trailers && !this.#sendable.has(s)) this.#streams.delete(s.id);
+    if (s.ended && !s.trailers && !this.#sendable.has(s) && this.#streams.delete(s.id)) {
+      this.#remember(s.id, CLOSED_BY_END_STREAM);
+    }
   }
 
   #onHeaders(streamId: number, flags: number, payload: Uint8Array) {
     if (streamId === 0) {
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
     }
-    const fragment = this.#unpad(flags, payload, flags & FLAG_PRIORITY ? 5 : 0);
+    const priority = (flags & FLAG_PRIORITY) !== 0;
+    const fragment = this.#unpad(flags, payload, priority ? 5 : 0);
+    // A stream cannot depend on itself (§5.3.1).
+    const selfDependent = priority &&
+      (readUint32(payload, flags & FLAG_PADDED ? 1 : 0) & MAX_WINDOW) === streamId;
     const endStream = (flags & FLAG_END_STREAM) !== 0;
-    if (flags & FLAG_END_HEADERS) return this.#onHeaderBlock(streamId, endStream, fragment);
+    if (flags & FLAG_END_HEADERS) {
+      return this.#onHeaderBlock(streamId, endStream, selfDependent, fragment);
+    }
     const bytes = new Uint8Array(Math.max(1024, fragment.length));
     bytes.set(fragment);
-    this.#block = { streamId, endStream, bytes, length: fragment.length, frames: 1 };
+    this.#block = {
+      streamId,
+      endStream,
+      selfDependent,
+      bytes,
+      length: fragment.length,
+      frames: 1,
+    };
   }
 
   #onContinuation(streamId: number, flags: number, payload: Uint8Array) {
@@ -717,12 +812,20 @@ class Connection {
     block.length = length;
     if (flags & FLAG_END_HEADERS) {
       this.#block = undefined;
-      this.#onHeaderBlock(streamId, block.endStream, block.bytes.subarray(0, length));
+      this.#onHeaderBlock(
+        streamId,
+        block.endStream,
+        block.selfDependent,
+        block.bytes.subarray(0, length),
+      );
     }
   }
 
-  /** A complete header block: decoded always (the HPACK table is shared), then a new request. */
-  #onHeaderBlock(streamId: number, endStream: boolean, block: Uint8Array) {
+  /**
+   * A complete header block: decoded always, whatever becomes of the stream (the HPACK table is
+   * shared, §4.3), then a new request, request trailers, or a stream error.
+   */
+  #onHeaderBlock(streamId: number, endStream: boolean, selfDependent: boolean, block: Uint8Array) {
     let fields: HeaderField[];
     try {
       fields = this.#decoder.decode(block);
@@ -735,33 +838,48 @@ class Connection {
     }
     const existing = this.#streams.get(streamId);
     if (existing) {
-      // Request trailers: they must end the stream; gRPC clients send none.
-      if (!endStream || existing.remoteClosed) {
-        return this.#resetStream(streamId, H2ErrorCode.PROTOCOL_ERROR);
+      // Half-closed (remote): no more frames but WINDOW_UPDATE, PRIORITY, RST_STREAM (§5.1).
+      if (existing.remoteClosed) return this.#streamError(streamId, H2ErrorCode.STREAM_CLOSED);
+      // Request trailers: they must end the stream, hold no pseudo-header, and the body must
+      // match its content-length (§8.1, §8.1.1).
+      if (
+        !endStream || selfDependent || trailersProblem(fields) ||
+        (existing.contentLength >= 0 && existing.bodyBytes !== existing.contentLength)
+      ) {
+        return this.#streamError(streamId, H2ErrorCode.PROTOCOL_ERROR);
       }
       return this.#onRemoteEnd(existing);
     }
-    if (streamId % 2 === 0 || streamId <= this.#lastStreamId) {
+    if (streamId % 2 === 0) {
+      throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${streamId}`);
+    }
+    if (streamId <= this.#lastStreamId) {
+      // A stream we remember closing (§5.1 closed); any other lower id is a stream id that
+      // went backwards (§5.1.1).
+      if (this.#closedStreams?.has(streamId)) return this.#onClosedStream(streamId);
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${streamId}`);
     }
     this.#lastStreamId = streamId;
+    if (selfDependent) return this.#streamError(streamId, H2ErrorCode.PROTOCOL_ERROR);
     if (this.#goingAway) return this.#resetStream(streamId, H2ErrorCode.REFUSED_STREAM);
     if (this.#streams.size >= this.ctx.opts.maxConcurrentStreams) {
-      this.#spend("reset");
-      return this.#resetStream(streamId, H2ErrorCode.REFUSED_STREAM);
+      return this.#streamError(streamId, H2ErrorCode.REFUSED_STREAM);
     }
     this.#onRequest(streamId, endStream, fields);
   }
 
-  /** A new request: method, content type and encoding checked, then a call. */
+  /** A new request: well-formed (§8), then method, content type and encoding, then a call. */
   #onRequest(streamId: number, endStream: boolean, fields: HeaderField[]) {
-    const h = requestHeaders(fields);
-    if (!h) return this.#resetStream(streamId, H2ErrorCode.PROTOCOL_ERROR);
+    const h = requestHead(fields);
+    if (typeof h === "string" || (endStream && h.contentLength > 0)) {
+      return this.#streamError(streamId, H2ErrorCode.PROTOCOL_ERROR);
+    }
     const answer = (block: Uint8Array) => {
       // Requests answered at once cost us little, but a flood of them is still a flood.
       this.#spend("reset");
       this.writeHeaders(streamId, block, true);
       if (!endStream) this.#writeReset(streamId, H2ErrorCode.NO_ERROR);
+      this.#remember(streamId, endStream ? CLOSED_BY_END_STREAM : CLOSED_BY_OUR_RESET);
     };
     if (h.method !== "POST" || !GRPC_CONTENT_TYPE.test(h.contentType)) {
       return answer(encodeHeaders([[":status", "415"], ["content-type", "text/plain"]]));
@@ -776,29 +894,43 @@ class Connection {
     }
     if (endStream) return answer(statusBlock(GrpcStatus.OK, "", true));
     const s = new Stream(this, streamId, h.path, method, this.#peerInitialWindow);
+    s.contentLength = h.contentLength;
     this.#streams.set(streamId, s);
     this.ctx.calls.add(s);
     s.start(this.ctx);
   }
 
+  /** PRIORITY (§6.3), allowed on a stream in any state, carries nothing we use. */
   #onPriority(streamId: number, payload: Uint8Array) {
     if (streamId === 0) {
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
     }
-    if (payload.length !== 5) return this.#resetStream(streamId, H2ErrorCode.FRAME_SIZE_ERROR);
     this.#spend("control");
+    const code = payload.length !== 5
+      ? H2ErrorCode.FRAME_SIZE_ERROR
+      : (readUint32(payload, 0) & MAX_WINDOW) === streamId
+      ? H2ErrorCode.PROTOCOL_ERROR // a stream cannot depend on itself (§5.3.1)
+      : H2ErrorCode.NO_ERROR;
+    if (code === H2ErrorCode.NO_ERROR) return;
+    // A stream error, but RST_STREAM is not allowed on an idle stream (§6.4): there, the
+    // connection's (§5.4.2 lets any stream error be one).
+    if (this.#isIdle(streamId)) throw new ConnectionError(code, "bad PRIORITY on an idle stream");
+    this.#streamError(streamId, code);
   }
 
   #onReset(streamId: number, payload: Uint8Array) {
     if (payload.length !== 4) {
       throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM size");
     }
-    if (streamId === 0 || streamId > this.#lastStreamId) {
+    if (streamId === 0 || this.#isIdle(streamId)) {
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
     }
     this.#spend("reset");
     const s = this.#streams.get(streamId);
-    if (s) this.#dropStream(s);
+    // On a closed stream: nothing to do, and never a RST_STREAM back (§5.4.2).
+    if (!s) return;
+    this.#dropStream(s);
+    this.#remember(streamId, CLOSED_BY_PEER_RESET);
   }
 
   #onSettings(streamId: number, flags: number, payload: Uint8Array) {
@@ -832,10 +964,16 @@ class Connection {
         if (value > MAX_WINDOW) {
           throw new ConnectionError(H2ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE value");
         }
-        // A new initial window shifts every open stream's window (RFC 9113 §6.9.2).
+        // A new initial window shifts every open stream's window (RFC 9113 §6.9.2); one pushed
+        // past 2^31-1 is a connection FLOW_CONTROL_ERROR.
         const delta = value - this.#peerInitialWindow;
         this.#peerInitialWindow = value;
-        for (const s of this.#streams.values()) s.sendWindow += delta;
+        for (const s of this.#streams.values()) {
+          s.sendWindow += delta;
+          if (s.sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(H2ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow");
+          }
+        }
         return;
       }
       case SETTING.MAX_FRAME_SIZE:
@@ -844,10 +982,17 @@ class Connection {
         }
         this.#peerMaxFrame = value;
         return;
+      case SETTING.HEADER_TABLE_SIZE:
+        // Our encoder never indexes, but the peer's decoder expects to be told when the table
+        // it allows shrinks below the one we may use (RFC 7541 §4.2): at our next header block.
+        if (value < this.#encoderTableSize) {
+          this.#encoderTableSize = value;
+          this.#tableSizeUpdate = encodeTableSizeUpdate(value);
+        }
+        return;
       default:
-        // HEADER_TABLE_SIZE: our encoder never indexes, any table size suits it. The rest
-        // (MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, unknown ids) concerns requests we
-        // never make or is advisory.
+        // MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, unknown ids: they concern requests we
+        // never make, or are advisory.
         return;
     }
   }
@@ -886,15 +1031,17 @@ class Connection {
     }
     const s = this.#streams.get(streamId);
     if (!s) {
-      if (streamId > this.#lastStreamId) {
+      if (this.#isIdle(streamId)) {
         throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
       }
+      // Allowed shortly after our END_STREAM or RST_STREAM (§5.1), not after the peer's reset.
+      if (this.#closedHow(streamId) === CLOSED_BY_PEER_RESET) this.#onClosedStream(streamId);
       return;
     }
-    if (increment === 0) return this.#resetStream(streamId, H2ErrorCode.PROTOCOL_ERROR);
+    if (increment === 0) return this.#streamError(streamId, H2ErrorCode.PROTOCOL_ERROR);
     s.sendWindow += increment;
     if (s.sendWindow > MAX_WINDOW) {
-      return this.#resetStream(streamId, H2ErrorCode.FLOW_CONTROL_ERROR);
+      return this.#streamError(streamId, H2ErrorCode.FLOW_CONTROL_ERROR);
     }
     if (this.#sendable.has(s)) this.#schedulePump();
   }
@@ -908,10 +1055,18 @@ class Connection {
     s.end(GONE);
   }
 
+  /** RST_STREAM with `code`: the stream is closed by our reset, its call ends. */
   #resetStream(streamId: number, code: number) {
     this.#writeReset(streamId, code);
+    this.#remember(streamId, CLOSED_BY_OUR_RESET);
     const s = this.#streams.get(streamId);
     if (s) this.#dropStream(s);
+  }
+
+  /** A stream error (§5.4.2) the client caused: counted against the reset budget, then reset. */
+  #streamError(streamId: number, code: number) {
+    this.#spend("reset");
+    this.#resetStream(streamId, code);
   }
 
   /** Called by a stream's `end`: queue its status, or forget it when the client is gone. */
@@ -977,6 +1132,7 @@ class Connection {
     // Closed both ways now; a client still sending is told to stop, without error.
     if (!s.remoteClosed) this.#writeReset(s.id, H2ErrorCode.NO_ERROR);
     this.#streams.delete(s.id);
+    this.#remember(s.id, s.remoteClosed ? CLOSED_BY_END_STREAM : CLOSED_BY_OUR_RESET);
   }
 
   /** Moves `n` queued bytes of a stream into the output buffer at `at`. */
@@ -1033,6 +1189,14 @@ class Connection {
 
   /** A header block as HEADERS (+ CONTINUATION beyond the peer's frame size). */
   writeHeaders(streamId: number, block: Uint8Array, endStream: boolean) {
+    const update = this.#tableSizeUpdate;
+    if (update) {
+      this.#tableSizeUpdate = undefined;
+      const prefixed = new Uint8Array(update.length + block.length);
+      prefixed.set(update);
+      prefixed.set(block, update.length);
+      block = prefixed;
+    }
     const max = this.#peerMaxFrame;
     let off = 0;
     let type: number = FRAME.HEADERS;
@@ -1113,36 +1277,7 @@ class Connection {
   }
 }
 
-/** The request headers a gRPC call needs, or undefined for a malformed request. */
-function requestHeaders(fields: HeaderField[]):
-  | { method: string; path: string; contentType: string; encoding: string }
-  | undefined {
-  let method = "";
-  let path = "";
-  let contentType = "";
-  let encoding = "";
-  let regularSeen = false;
-  for (const [name, value] of fields) {
-    if (name !== name.toLowerCase()) return undefined;
-    if (name.startsWith(":")) {
-      // Pseudo-headers come first (RFC 9113 §8.3).
-      if (regularSeen) return undefined;
-      if (name === ":method") method = value;
-      else if (name === ":path") path = value;
-      else if (name !== ":scheme" && name !== ":authority") return undefined;
-      continue;
-    }
-    regularSeen = true;
-    if (name === "content-type") contentType = value;
-    else if (name === "grpc-encoding") encoding = value;
-    else if (name === "connection" || (name === "te" && value !== "trailers")) return undefined;
-  }
-  if (!method || !path) return undefined;
-  const query = path.indexOf("?");
-  return { method, path: query < 0 ? path : path.slice(0, query), contentType, encoding };
-}
-
-/** A gRPC server of bidi-streaming methods on its own HTTP/2 over `Deno.listen`. */
+/** A gRPC server of bidi-streaming methods on its own HTTP/2, over TCP or TLS. */
 export class GrpcServer {
   readonly #ctx: ServerContext;
   readonly #connections = new Set<Connection>();

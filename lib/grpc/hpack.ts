@@ -6,7 +6,8 @@
  *
  * Why our own: the xDS server speaks HTTP/2 itself (see `h2_server.ts`) and a decoder is the one
  * part of it that every request goes through. The encoder never indexes (responses are a handful
- * of short fields), so the peer's HEADER_TABLE_SIZE never matters to it.
+ * of short fields); when the peer's HEADER_TABLE_SIZE shrinks below the 4096 bytes it started
+ * with, the connection opens its next block with {@linkcode encodeTableSizeUpdate}.
  *
  * Limits: a decoded header list larger than `maxHeaderListBytes` (RFC 7541 §4.1 sizes) and any
  * malformed input throw {@linkcode HpackError}, which the connection answers with a
@@ -406,6 +407,22 @@ function pushInt(out: number[], value: number, prefixBits: number, flags: number
 function pushString(out: number[], s: string) {
   pushInt(out, s.length, 7, 0);
   for (let i = 0; i < s.length; i++) out.push(s.charCodeAt(i) & 0xff);
+}
+
+/**
+ * A dynamic table size update (RFC 7541 §6.3): how an encoder signals a new, smaller table size
+ * at the start of its next header block after the decoder's SETTINGS_HEADER_TABLE_SIZE shrank
+ * below it (§4.2).
+ *
+ * @example
+ * ```ts
+ * encodeTableSizeUpdate(0); // Uint8Array [0x20]
+ * ```
+ */
+export function encodeTableSizeUpdate(size: number): Uint8Array {
+  const out: number[] = [];
+  pushInt(out, size, 5, 0x20);
+  return new Uint8Array(out);
 }
 
 /**

@@ -37,7 +37,7 @@ Deno.test("README links every docs/ page", () => {
 Deno.test("every `deno task X` the README and docs/ name exists", () => {
   const named = new Set<string>();
   for (const page of pages()) {
-    for (const m of page.text.matchAll(/deno(?:@2\.9\.6)? task ([a-z:-]+)/g)) {
+    for (const m of page.text.matchAll(/deno(?:@2\.9\.6)? task ([a-z0-9:-]+)/g)) {
       assert.ok(m[1] in tasks, `${page.path}: deno task ${m[1]}`);
       named.add(m[1]);
     }

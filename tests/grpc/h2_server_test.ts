@@ -10,98 +10,26 @@
 
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { type BidiCall, GrpcStatus } from "../../lib/grpc/call.ts";
-import { GrpcServer, H2ErrorCode, type H2ServerOptions } from "../../lib/grpc/h2_server.ts";
+import { frameMessage, GrpcStatus } from "../../lib/grpc/call.ts";
+import { GrpcServer, H2ErrorCode } from "../../lib/grpc/h2_server.ts";
 import { encodeHeaders, HpackDecoder } from "../../lib/grpc/hpack.ts";
-import { bytesMethod, waitUntil } from "../xds/xds_client.ts";
-
-const ECHO = "/test.Echo/Chat";
-/** A 4-byte message N asks for N bytes back; any other message is answered with its length. */
-const BLOB = "/test.Blob/Get";
-
-const EchoClient = grpc.makeGenericClientConstructor({ Chat: bytesMethod(ECHO) }, "Echo");
-const OtherClient = grpc.makeGenericClientConstructor(
-  { Chat: bytesMethod("/test.Nope/Chat") },
-  "Nope",
-);
-
-/** A fresh grpc-js client still gets its message echoed: the server is up and serving. */
-async function assertStillEchoes(port: number): Promise<void> {
-  const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  try {
-    const call = client.Chat() as grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
-    call.on("error", () => {});
-    const echoed = new Promise<Uint8Array>((r) => call.once("data", r));
-    call.write(new Uint8Array([42]));
-    assert.deepEqual([...await echoed], [42]);
-    call.cancel();
-  } finally {
-    client.close();
-  }
-}
-
-type Call = BidiCall<Uint8Array, Uint8Array>;
-
-function u32(n: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n);
-  return b;
-}
-
-/**
- * Echo: answers every message with itself. An empty message asks for INVALID_ARGUMENT, a message
- * [9] for one answer then INVALID_ARGUMENT (a failure after the headers).
- */
-async function withServer(
-  fn: (port: number, server: GrpcServer, calls: Call[]) => Promise<void>,
-  opts: Partial<H2ServerOptions> = {},
-) {
-  const calls: Call[] = [];
-  const server = new GrpcServer({
-    ...opts,
-    methods: {
-      [ECHO]: {
-        decode: (b: Uint8Array) => b,
-        encode: (m: Uint8Array) => m,
-        handle: (call: Call) => {
-          calls.push(call);
-          call.onMessage((m) => {
-            if (m.length === 0) return call.fail(GrpcStatus.INVALID_ARGUMENT, "empty: ¿no?");
-            call.write(m);
-            if (m.length === 1 && m[0] === 9) call.fail(GrpcStatus.INVALID_ARGUMENT, "nine");
-          });
-        },
-      },
-      [BLOB]: {
-        decode: (b: Uint8Array) => b,
-        encode: (m: Uint8Array) => m,
-        handle: (call: Call) => {
-          calls.push(call);
-          call.onMessage((m) => {
-            if (m.length !== 4) return call.write(u32(m.length));
-            const n = new DataView(m.buffer, m.byteOffset).getUint32(0);
-            call.write(new Uint8Array(n).map((_, i) => i & 255));
-          });
-        },
-      },
-    },
-  });
-  const port = await server.listen("127.0.0.1", 0);
-  try {
-    await fn(port, server, calls);
-  } finally {
-    await server.shutdown();
-  }
-  assert.equal(server.callCount, 0);
-  assert.equal(server.connectionCount, 0);
-}
-
-function statusOf(
-  call: grpc.ClientDuplexStream<Uint8Array, Uint8Array>,
-): Promise<grpc.StatusObject> {
-  call.on("error", () => {});
-  return new Promise((resolve) => call.on("status", resolve));
-}
+import { waitUntil } from "../xds/xds_client.ts";
+import {
+  assertStillEchoes,
+  BLOB,
+  ECHO,
+  EchoClient,
+  type Frame,
+  frameBytes,
+  goAwayCode,
+  OtherClient,
+  PREFACE,
+  RawPeer,
+  REQUEST_BLOCK,
+  statusOf,
+  u32,
+  withServer,
+} from "./h2_helpers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // grpc-js
@@ -407,107 +335,6 @@ Deno.test("h2 server: Node http2 client — non-gRPC, cut body, empty body, comp
 // ---------------------------------------------------------------------------------------------
 // Raw TCP peers
 
-const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Uint8Array;
-}
-
-function frameBytes(type: number, flags: number, stream: number, payload: Uint8Array): Uint8Array {
-  const b = new Uint8Array(9 + payload.length);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, payload.length << 8);
-  b[3] = type;
-  b[4] = flags;
-  v.setUint32(5, stream);
-  b.set(payload, 9);
-  return b;
-}
-
-const REQUEST_BLOCK = encodeHeaders([
-  [":method", "POST"],
-  [":scheme", "http"],
-  [":path", ECHO],
-  ["content-type", "application/grpc"],
-]);
-
-/** A hand-driven HTTP/2 client on a raw TCP connection. */
-class RawPeer {
-  #buf = new Uint8Array(0);
-  private constructor(readonly conn: Deno.Conn) {}
-
-  static async open(port: number, handshake = true): Promise<RawPeer> {
-    const p = new RawPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
-    if (handshake) await p.send(PREFACE, frameBytes(4, 0, 0, new Uint8Array(0)));
-    return p;
-  }
-
-  async send(...parts: Uint8Array[]) {
-    for (const part of parts) {
-      let off = 0;
-      while (off < part.length) off += await this.conn.write(part.subarray(off));
-    }
-  }
-
-  /** The next frame, or null at EOF / reset. */
-  async frame(): Promise<Frame | null> {
-    while (this.#buf.length < 9 || this.#buf.length < 9 + (this.#length())) {
-      const chunk = new Uint8Array(16384);
-      let n: number | null;
-      try {
-        n = await this.conn.read(chunk);
-      } catch {
-        return null;
-      }
-      if (n === null) return null;
-      const next = new Uint8Array(this.#buf.length + n);
-      next.set(this.#buf);
-      next.set(chunk.subarray(0, n), this.#buf.length);
-      this.#buf = next;
-    }
-    const length = this.#length();
-    const b = this.#buf;
-    const f = {
-      type: b[3],
-      flags: b[4],
-      stream: new DataView(b.buffer, b.byteOffset).getUint32(5) & 0x7fffffff,
-      payload: b.slice(9, 9 + length),
-    };
-    this.#buf = b.slice(9 + length);
-    return f;
-  }
-
-  #length(): number {
-    return (this.#buf[0] << 16) | (this.#buf[1] << 8) | this.#buf[2];
-  }
-
-  /** Frames until one of `type` (its frame) or EOF (null); ACKs PINGs unless told not to. */
-  async until(type: number, ackPings = true): Promise<Frame | null> {
-    for (;;) {
-      const f = await this.frame();
-      if (!f || f.type === type) return f;
-      if (f.type === 6 && !(f.flags & 1) && ackPings) {
-        await this.send(frameBytes(6, 1, 0, f.payload));
-      }
-    }
-  }
-
-  close() {
-    try {
-      this.conn.close();
-    } catch {
-      // closed
-    }
-  }
-}
-
-function goAwayCode(f: Frame | null): number | undefined {
-  return f ? new DataView(f.payload.buffer).getUint32(4) : undefined;
-}
-
 Deno.test("h2 server: raw peers — a bad preface is closed; a silent preface times out", async () => {
   await withServer(async (port, server) => {
     const http1 = await RawPeer.open(port, false);
@@ -570,7 +397,7 @@ Deno.test("h2 server: raw peers — CONTINUATION flood and oversized header bloc
   });
 });
 
-Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING flood: the right GOAWAY", async () => {
+Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING, SETTINGS and malformed-request floods: the right GOAWAY", async () => {
   await withServer(async (port) => {
     const cases: [string, Uint8Array[], number][] = [
       [
@@ -596,6 +423,19 @@ Deno.test("h2 server: raw peers — frame size, PUSH_PROMISE, rapid reset, PING 
       [
         "PING flood",
         Array.from({ length: 300 }, () => frameBytes(6, 0, 0, new Uint8Array(8))),
+        H2ErrorCode.ENHANCE_YOUR_CALM,
+      ],
+      [
+        "SETTINGS flood",
+        Array.from({ length: 300 }, () => frameBytes(4, 0, 0, new Uint8Array(0))),
+        H2ErrorCode.ENHANCE_YOUR_CALM,
+      ],
+      [
+        "malformed-request flood (each a stream error)",
+        Array.from(
+          { length: 150 },
+          (_, i) => frameBytes(1, 4, 2 * i + 1, encodeHeaders([[":method", "POST"]])),
+        ),
         H2ErrorCode.ENHANCE_YOUR_CALM,
       ],
     ];
@@ -723,4 +563,57 @@ Deno.test("h2 server: raw peers — random frames after a valid handshake never 
     await assertStillEchoes(port);
   }, { onError: (e) => errors.push(e) });
   assert.deepEqual(errors, [], "no internal error reported");
+});
+
+Deno.test("h2 server: raw peers — SETTINGS_HEADER_TABLE_SIZE below 4096: our next header block opens with a table size update (RFC 7541 §4.2)", async () => {
+  await withServer(async (port) => {
+    const p = await RawPeer.open(port, false);
+    await p.send(
+      PREFACE,
+      frameBytes(4, 0, 0, new Uint8Array([0, 1, 0, 0, 0, 0])),
+      frameBytes(1, 4 | 1, 1, REQUEST_BLOCK),
+      frameBytes(1, 4 | 1, 3, REQUEST_BLOCK),
+    );
+    const first = await p.until(1);
+    assert.equal(first!.payload[0], 0x20, "size update to 0 first");
+    const decoder = new HpackDecoder();
+    assert.equal(Object.fromEntries(decoder.decode(first!.payload))["grpc-status"], "0");
+    const second = await p.until(1);
+    assert.notEqual(second!.payload[0] & 0xe0, 0x20, "signalled once");
+    p.close();
+  });
+});
+
+Deno.test("h2 server: raw peers — closed streams are remembered 128 deep: DATA on the 128th last gets STREAM_CLOSED, older ones are ignored", async () => {
+  await withServer(async (port) => {
+    const p = await RawPeer.open(port);
+    const message = frameMessage(new Uint8Array([1]));
+    const closedStreams = 200;
+    for (let batch = 0; batch < closedStreams / 50; batch++) {
+      const frames = [];
+      for (let i = 0; i < 50; i++) {
+        const id = 2 * (50 * batch + i) + 1;
+        frames.push(frameBytes(1, 4, id, REQUEST_BLOCK), frameBytes(0, 1, id, message));
+      }
+      await p.send(...frames);
+      // Every call ends OK (trailers with END_STREAM): closed both ways.
+      let ended = 0;
+      while (ended < 50) {
+        const f = await p.frame();
+        assert.ok(f && f.type !== 3 && f.type !== 7, "no reset, no GOAWAY");
+        if (f.type === 1 && f.flags & 1) ended++;
+      }
+    }
+    const last = 2 * (closedStreams - 1) + 1;
+    const remembered = last - 2 * 127;
+    await p.send(
+      frameBytes(0, 0, 1, message),
+      frameBytes(0, 0, remembered - 2, message),
+      frameBytes(0, 0, remembered, message),
+    );
+    const rst = await p.until(3);
+    assert.equal(rst!.stream, remembered, "the oldest remembered stream, and only it");
+    assert.equal(new DataView(rst!.payload.buffer).getUint32(0), H2ErrorCode.STREAM_CLOSED);
+    p.close();
+  });
 });
