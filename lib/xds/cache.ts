@@ -115,6 +115,15 @@ export function snapshotInput(
   };
 }
 
+/** Equal type and bytes (what equal hashes mean, without hashing). */
+function sameContent(a: XdsResource, b: XdsResource): boolean {
+  if (a === b) return true;
+  if (a.typeUrl !== b.typeUrl || a.bytes.length !== b.bytes.length) return false;
+  const x = a.bytes, y = b.bytes;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
 /** Called with the node's new snapshot, or `undefined` when the node was dropped. */
 export type SnapshotWatcher = (snapshot: Snapshot | undefined) => void;
 
@@ -157,7 +166,7 @@ export class SnapshotCache {
       for (const item of items) {
         if (out.has(item.name)) continue;
         const before = old?.get(item.name);
-        out.set(item.name, before && before.hash === item.hash ? before : item);
+        out.set(item.name, before && sameContent(before, item) ? before : item);
       }
       return out;
     };

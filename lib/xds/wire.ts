@@ -166,14 +166,14 @@ function typeUrlFieldOf(typeUrl: string): Uint8Array {
 
 /** `google.protobuf.Any` payload size: 1 type_url, 2 value. */
 function anySize(r: XdsResource): number {
-  const v = r.any.value.length;
-  return typeUrlField(r.any.typeUrl).length + (v ? fieldSize(v) : 0);
+  const v = r.bytes.length;
+  return typeUrlField(r.typeUrl).length + (v ? fieldSize(v) : 0);
 }
 
 function writeAny(out: Out, fieldNumber: number, r: XdsResource, size: number): void {
   out.header(fieldNumber, size);
-  out.bytes(typeUrlField(r.any.typeUrl));
-  out.field(2, r.any.value);
+  out.bytes(typeUrlField(r.typeUrl));
+  out.field(2, r.bytes);
 }
 
 /** Fields of a state-of-the-world response. */
