@@ -26,8 +26,8 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { ipVersion } from "../host/ips.ts";
+import { sha256Hex } from "./sha256.ts";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import {
   type Any,
@@ -397,8 +397,7 @@ class Resource implements BuiltResource {
   }
 
   get hash(): string {
-    this.#hash ??= createHash("sha256").update(this.typeUrl).update("\n").update(this.bytes)
-      .digest("hex");
+    this.#hash ??= sha256Hex(utf8Encoder.encode(this.typeUrl + "\n"), this.bytes);
     return this.#hash;
   }
 }
@@ -430,60 +429,83 @@ export function builtResource<Desc extends DescMessage>(
 // Building protobuf-es messages and walking them with `toBinary` costs ~30 µs per route and a lot
 // of short-lived garbage. The Cluster and Listener of a route have a fixed shape, so they are
 // written here directly, field by field, in the order and form `toBinary` uses (fields in number
-// order, proto3 defaults omitted, oneof members always written). `tests/xds/resources_test.ts`
-// checks the bytes against `toBinary(buildCluster(route))` / `toBinary(buildListener(route))`.
+// order, proto3 defaults omitted, oneof members always written): sizes first, then one pass into
+// one buffer per route.
+// `tests/xds/resources_test.ts` checks the bytes against `toBinary(buildCluster(route))` and
+// `toBinary(buildListener(route))`.
 
 const utf8Encoder = new TextEncoder();
 
-/** A growable byte writer; nested messages are written into their own writer, then copied. */
-class ProtoWriter {
-  buf: number[] = [];
+/** A string to write: itself when ASCII (its length is its byte length), else its UTF-8 bytes. */
+type Text = string | Uint8Array;
 
-  varint(n: number): this {
-    while (n >= 0x80) {
-      this.buf.push((n & 0x7f) | 0x80);
-      n = Math.floor(n / 128);
-    }
-    this.buf.push(n);
-    return this;
-  }
-
-  /** A varint field (always written: callers skip proto3 defaults themselves). */
-  uint(field: number, n: number): this {
-    return this.varint(field << 3).varint(n);
-  }
-
-  bytes(field: number, b: ArrayLike<number>): this {
-    this.varint((field << 3) | 2).varint(b.length);
-    for (let i = 0; i < b.length; i++) this.buf.push(b[i]);
-    return this;
-  }
-
-  /** A string field, omitted when empty (proto3 implicit presence). */
-  string(field: number, s: string): this {
-    if (s.length === 0) return this;
-    for (let i = 0; i < s.length; i++) {
-      if (s.charCodeAt(i) > 0x7f) return this.bytes(field, utf8Encoder.encode(s));
-    }
-    this.varint((field << 3) | 2).varint(s.length);
-    for (let i = 0; i < s.length; i++) this.buf.push(s.charCodeAt(i));
-    return this;
-  }
-
-  /** A message field (always written when set, even when empty). */
-  message(field: number, inner: ProtoWriter): this {
-    return this.bytes(field, inner.buf);
-  }
-
-  finish(): Uint8Array {
-    return new Uint8Array(this.buf);
-  }
+function text(s: string): Text {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return utf8Encoder.encode(s);
+  return s;
 }
 
-/** `envoy.config.core.v3.Address{socket_address{address, port_value}}`. */
-function addressBytes(host: string, port: number): ProtoWriter {
-  const socket = new ProtoWriter().string(2, host).uint(3, port);
-  return new ProtoWriter().message(1, socket);
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+/** Size of a length-delimited field with a `len`-byte payload and a `keyBytes`-byte key. */
+function lenField(len: number, keyBytes = 1): number {
+  return keyBytes + varintSize(len) + len;
+}
+
+/** Size of a string field, 0 when empty (proto3 implicit presence). */
+function textField(t: Text): number {
+  return t.length === 0 ? 0 : lenField(t.length);
+}
+
+/** A cursor over one output buffer. */
+class Cursor {
+  readonly buf: Uint8Array;
+  off: number;
+
+  constructor(buf: Uint8Array, off = 0) {
+    this.buf = buf;
+    this.off = off;
+  }
+
+  varint(n: number): void {
+    while (n >= 0x80) {
+      this.buf[this.off++] = (n & 0x7f) | 0x80;
+      n = Math.floor(n / 128);
+    }
+    this.buf[this.off++] = n;
+  }
+
+  /** Key and length of a length-delimited field. */
+  header(field: number, len: number): void {
+    this.varint((field << 3) | 2);
+    this.varint(len);
+  }
+
+  uint(field: number, n: number): void {
+    this.varint(field << 3);
+    this.varint(n);
+  }
+
+  text(field: number, t: Text): void {
+    if (t.length === 0) return;
+    this.header(field, t.length);
+    if (typeof t === "string") {
+      for (let i = 0; i < t.length; i++) this.buf[this.off + i] = t.charCodeAt(i);
+    } else this.buf.set(t, this.off);
+    this.off += t.length;
+  }
+
+  bytes(field: number, b: Uint8Array): void {
+    this.header(field, b.length);
+    this.buf.set(b, this.off);
+    this.off += b.length;
+  }
 }
 
 // The encoded transport sockets (field 24 of a Cluster) for proxy_protocol 1 and 2.
@@ -491,38 +513,140 @@ const PROXY_PROTOCOL_SOCKET_BYTES: Readonly<Record<1 | 2, Uint8Array>> = {
   1: toBinary(TransportSocketSchema, PROXY_PROTOCOL_SOCKETS[1]),
   2: toBinary(TransportSocketSchema, PROXY_PROTOCOL_SOCKETS[2]),
 };
+const TCP_PROXY_TYPE_URL_TEXT = text(TCP_PROXY_TYPE_URL);
+const TCP_PROXY_FILTER_TEXT = text(TCP_PROXY_FILTER_NAME);
+const ANY_ADDRESS_TEXT = text("0.0.0.0");
 
-/** The serialized Cluster of a checked route: the bytes of `toBinary(buildCluster(route))`. */
-function encodeCluster(route: EnvoyRoute): Uint8Array {
-  const name = clusterName(route.name);
-  const [seconds, nanos] = durationParts(route.connect_timeout_secs);
-  const timeout = new ProtoWriter();
-  if (seconds !== 0) timeout.uint(1, seconds);
-  if (nanos !== 0) timeout.uint(2, nanos);
-  const endpoint = new ProtoWriter().message(
-    1,
-    addressBytes(endpointHost(route.backend_host ?? ""), route.backend_port ?? 0),
-  );
-  const lbEndpoint = new ProtoWriter().message(1, endpoint);
-  const locality = new ProtoWriter().message(2, lbEndpoint);
-  const assignment = new ProtoWriter().string(1, name).message(2, locality);
-  const out = new ProtoWriter().string(1, name).uint(2, discoveryType(route.cluster_type))
-    .message(4, timeout);
-  const pp = route.proxy_protocol;
-  if (pp === 1 || pp === 2) out.bytes(24, PROXY_PROTOCOL_SOCKET_BYTES[pp]);
-  return out.message(33, assignment).finish();
+/** Sizes of the nested messages of one route's Cluster and Listener, computed once. */
+interface Plan {
+  route: EnvoyRoute;
+  cluster: Text;
+  listener: Text;
+  stat: Text;
+  host: Text;
+  seconds: number;
+  nanos: number;
+  type: number;
+  pp: Uint8Array | undefined;
+  // Cluster parts
+  timeout: number;
+  backendSocket: number;
+  assignment: number;
+  clusterSize: number;
+  // Listener parts
+  listenSocket: number;
+  tcpProxy: number;
+  any: number;
+  filter: number;
+  chain: number;
+  listenerSize: number;
 }
 
-/** The serialized Listener of a checked route: the bytes of `toBinary(buildListener(route))`. */
-function encodeListener(route: EnvoyRoute): Uint8Array {
-  const tcpProxy = new ProtoWriter().string(1, statPrefix(route.name))
-    .string(2, clusterName(route.name));
-  const any = new ProtoWriter().string(1, TCP_PROXY_TYPE_URL).message(2, tcpProxy);
-  const filter = new ProtoWriter().string(1, TCP_PROXY_FILTER_NAME).message(4, any);
-  const chain = new ProtoWriter().message(3, filter);
-  return new ProtoWriter().string(1, listenerName(route.name))
-    .message(2, addressBytes("0.0.0.0", route.listen_port))
-    .message(3, chain).finish();
+function plan(route: EnvoyRoute): Plan {
+  const cluster = text(clusterName(route.name));
+  const host = text(endpointHost(route.backend_host ?? ""));
+  const [seconds, nanos] = durationParts(route.connect_timeout_secs);
+  const type = discoveryType(route.cluster_type);
+  const pp = route.proxy_protocol === 1 || route.proxy_protocol === 2
+    ? PROXY_PROTOCOL_SOCKET_BYTES[route.proxy_protocol]
+    : undefined;
+  const timeout = (seconds !== 0 ? 1 + varintSize(seconds) : 0) +
+    (nanos !== 0 ? 1 + varintSize(nanos) : 0);
+  // SocketAddress{2 address, 3 port_value} → Address{1} → Endpoint{1} → LbEndpoint{1} →
+  // LocalityLbEndpoints{2} → ClusterLoadAssignment{1 cluster_name, 2 endpoints}.
+  const backendSocket = textField(host) + 1 + varintSize(route.backend_port ?? 0);
+  const locality = lenField(lenField(lenField(lenField(backendSocket))));
+  const assignment = textField(cluster) + lenField(locality);
+  const clusterSize = textField(cluster) + 1 + varintSize(type) + lenField(timeout) +
+    (pp ? lenField(pp.length, 2) : 0) + lenField(assignment, 2);
+  const listener = text(listenerName(route.name));
+  const stat = text(statPrefix(route.name));
+  const listenSocket = textField(ANY_ADDRESS_TEXT) + 1 + varintSize(route.listen_port);
+  const tcpProxy = textField(stat) + textField(cluster);
+  const any = textField(TCP_PROXY_TYPE_URL_TEXT) + lenField(tcpProxy);
+  const filter = textField(TCP_PROXY_FILTER_TEXT) + lenField(any);
+  const chain = lenField(filter);
+  const listenerSize = textField(listener) + lenField(lenField(listenSocket)) + lenField(chain);
+  return {
+    route,
+    cluster,
+    listener,
+    stat,
+    host,
+    seconds,
+    nanos,
+    type,
+    pp,
+    timeout,
+    backendSocket,
+    assignment,
+    clusterSize,
+    listenSocket,
+    tcpProxy,
+    any,
+    filter,
+    chain,
+    listenerSize,
+  };
+}
+
+/** Writes the Cluster of `p`: the bytes of `toBinary(buildCluster(route))`. */
+function writeCluster(c: Cursor, p: Plan): void {
+  c.text(1, p.cluster);
+  c.uint(2, p.type);
+  c.header(4, p.timeout);
+  if (p.seconds !== 0) c.uint(1, p.seconds);
+  if (p.nanos !== 0) c.uint(2, p.nanos);
+  if (p.pp) c.bytes(24, p.pp);
+  c.header(33, p.assignment);
+  c.text(1, p.cluster);
+  const address = lenField(p.backendSocket);
+  const endpoint = lenField(address);
+  const lbEndpoint = lenField(endpoint);
+  c.header(2, lenField(lbEndpoint)); // LocalityLbEndpoints
+  c.header(2, lbEndpoint); // LbEndpoint
+  c.header(1, endpoint); // Endpoint
+  c.header(1, address); // Address
+  c.header(1, p.backendSocket); // SocketAddress
+  c.text(2, p.host);
+  c.uint(3, p.route.backend_port ?? 0);
+}
+
+/** Writes the Listener of `p`: the bytes of `toBinary(buildListener(route))`. */
+function writeListener(c: Cursor, p: Plan): void {
+  c.text(1, p.listener);
+  c.header(2, lenField(p.listenSocket)); // Address
+  c.header(1, p.listenSocket); // SocketAddress
+  c.text(2, ANY_ADDRESS_TEXT);
+  c.uint(3, p.route.listen_port);
+  c.header(3, p.chain); // FilterChain
+  c.header(3, p.filter); // Filter
+  c.text(1, TCP_PROXY_FILTER_TEXT);
+  c.header(4, p.any); // typed_config
+  c.text(1, TCP_PROXY_TYPE_URL_TEXT);
+  c.header(2, p.tcpProxy);
+  c.text(1, p.stat);
+  c.text(2, p.cluster);
+}
+
+/**
+ * The Cluster and Listener of each checked route, serialized into one buffer per route (the two
+ * resources are views of it: one allocation per route, and a resource kept across snapshots pins
+ * no more than its own route's bytes), without validation.
+ */
+function encodeRoutes(routes: readonly EnvoyRoute[]): [BuiltResource, BuiltResource][] {
+  return routes.map((route) => {
+    const p = plan(route);
+    const buf = new Uint8Array(p.clusterSize + p.listenerSize);
+    const c = new Cursor(buf);
+    writeCluster(c, p);
+    const mid = c.off;
+    writeListener(c, p);
+    return [
+      new Resource(clusterName(route.name), CLUSTER_TYPE_URL, buf.subarray(0, mid)),
+      new Resource(listenerName(route.name), LISTENER_TYPE_URL, buf.subarray(mid)),
+    ];
+  });
 }
 
 /**
@@ -541,10 +665,7 @@ function encodeListener(route: EnvoyRoute): Uint8Array {
  * ```
  */
 export function encodeRoute(route: EnvoyRoute): [BuiltResource, BuiltResource] {
-  return [
-    new Resource(clusterName(route.name), CLUSTER_TYPE_URL, encodeCluster(route)),
-    new Resource(listenerName(route.name), LISTENER_TYPE_URL, encodeListener(route)),
-  ];
+  return encodeRoutes([route])[0];
 }
 
 /**
@@ -623,6 +744,9 @@ export function buildResources(
   const skipped: SkippedRoute[] = [];
   const byPort = new Map<number, string>();
   const byName = new Set<string>();
+  // Routes to encode (all in one buffer) and where their resources go.
+  const fresh: EnvoyRoute[] = [];
+  const at: number[] = [];
   for (const route of [...routes].sort(compareRoutes)) {
     const problem = routeProblem(route);
     if (problem !== null) {
@@ -648,9 +772,20 @@ export function buildResources(
     }
     byPort.set(route.listen_port, route.name);
     byName.add(route.name);
-    const [cluster, listener] = reuse?.(route) ?? encodeRoute(route);
-    clusters.push(cluster);
-    listeners.push(listener);
+    const kept = reuse?.(route);
+    if (kept) {
+      clusters.push(kept[0]);
+      listeners.push(kept[1]);
+    } else {
+      fresh.push(route);
+      at.push(clusters.length);
+      clusters.push(undefined!);
+      listeners.push(undefined!);
+    }
   }
+  encodeRoutes(fresh).forEach(([cluster, listener], i) => {
+    clusters[at[i]] = cluster;
+    listeners[at[i]] = listener;
+  });
   return { clusters, listeners, skipped };
 }
