@@ -99,6 +99,18 @@ interface NodeSource {
   routes: EnvoyRoute[];
 }
 
+/**
+ * What the poller keeps of a node: its source as the JSON persisted for it, written once when the
+ * node changes. A poll's durable write joins these strings instead of serializing every node
+ * again, and a JSON string is smaller than the route objects it holds; they are parsed back only
+ * when the node changes again (to reuse the resources of unchanged routes).
+ */
+interface KnownNode {
+  id: string;
+  version: string;
+  json: string;
+}
+
 /** The persisted file. */
 interface SnapshotFile {
   format: 1;
@@ -154,7 +166,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined
 /** Polls sigma-api into the cache, persists it, auto-registers unknown nodes. */
 export class SnapshotPoller {
   readonly #o: PollerOptions;
-  readonly #sources = new Map<string, NodeSource>();
+  readonly #sources = new Map<string, KnownNode>();
   readonly #registering = new Set<string>();
   readonly #lastAttempt = new Map<string, number>();
   #wake = new AbortController();
@@ -350,9 +362,11 @@ export class SnapshotPoller {
   #reuse(nodeId: string): ReuseBuilt | undefined {
     const known = this.#sources.get(nodeId);
     const snap = this.#o.cache.get(nodeId);
-    if (!known || !snap || known.routes.length === 0) return undefined;
+    if (!known || !snap) return undefined;
     const before = new Map<string, EnvoyRoute>();
-    for (const r of known.routes) if (typeof r.name === "string") before.set(r.name, r);
+    for (const r of (JSON.parse(known.json) as NodeSource).routes) {
+      if (typeof r.name === "string") before.set(r.name, r);
+    }
     return (route) => {
       const old = before.get(route.name);
       if (!old || !sameResources(old, route)) return undefined;
@@ -375,19 +389,22 @@ export class SnapshotPoller {
       });
     }
     this.#o.cache.set(snapshotInput(nodeId, src.version, built));
-    this.#sources.set(nodeId, src);
+    this.#sources.set(nodeId, { id: src.id, version: src.version, json: JSON.stringify(src) });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
   }
 
   async #persist(): Promise<void> {
-    const file: SnapshotFile = {
-      format: 1,
-      saved_at: new Date().toISOString(),
-      nodes: Object.fromEntries(this.#sources),
-    };
+    // The same document as JSON.stringify({ format, saved_at, nodes }), from the kept pieces.
+    const nodes: string[] = [];
+    for (const [nodeId, known] of this.#sources) {
+      nodes.push(`${JSON.stringify(nodeId)}:${known.json}`);
+    }
+    const file = `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{${
+      nodes.join(",")
+    }}}`;
     try {
-      await this.#o.store.write(SNAPSHOT_FILE, file);
+      await this.#o.store.writeText(SNAPSHOT_FILE, file);
     } catch (e) {
       this.#o.log.warn("xds: could not persist snapshots", {
         file: SNAPSHOT_FILE,

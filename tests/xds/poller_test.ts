@@ -24,9 +24,9 @@ import { changeAll, fleet } from "../support/fleet.ts";
 /** A StateStore that counts its (real) writes. */
 class CountingStore extends StateStore {
   writes = 0;
-  override write(name: string, value: unknown): Promise<void> {
+  override writeText(name: string, text: string): Promise<void> {
     this.writes++;
-    return super.write(name, value);
+    return super.writeText(name, text);
   }
 }
 
