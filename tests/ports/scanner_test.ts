@@ -168,8 +168,8 @@ Deno.test("scanner: a full scan cycle works inside the agent's own permission fl
   const file = await Deno.makeTempFile({ suffix: ".ts" });
   await Deno.writeTextFile(
     file,
-    `import { silentLogger } from "${root}lib/log.ts";
-     import { createMetrics } from "${root}lib/metrics.ts";
+    `import { silentLogger } from "${root}lib/core/log.ts";
+     import { createMetrics } from "${root}lib/core/metrics.ts";
      import { PortScan } from "${root}lib/ports/port_scan.ts";
      const scan = new PortScan({ range: { start: 20000, end: 23999 }, metrics: createMetrics("h", "0"), log: silentLogger });
      const r = await scan.run();
