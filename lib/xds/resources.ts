@@ -28,6 +28,7 @@
  */
 import { ipVersion } from "../host/ips.ts";
 import { sha256Hex } from "./sha256.ts";
+import { ProtoCursor, type Text, text, varintSize } from "./wire.ts";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import {
   type Any,
@@ -436,23 +437,6 @@ export function builtResource<Desc extends DescMessage>(
 
 const utf8Encoder = new TextEncoder();
 
-/** A string to write: itself when ASCII (its length is its byte length), else its UTF-8 bytes. */
-type Text = string | Uint8Array;
-
-function text(s: string): Text {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return utf8Encoder.encode(s);
-  return s;
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
 /** Size of a length-delimited field with a `len`-byte payload and a `keyBytes`-byte key. */
 function lenField(len: number, keyBytes = 1): number {
   return keyBytes + varintSize(len) + len;
@@ -461,51 +445,6 @@ function lenField(len: number, keyBytes = 1): number {
 /** Size of a string field, 0 when empty (proto3 implicit presence). */
 function textField(t: Text): number {
   return t.length === 0 ? 0 : lenField(t.length);
-}
-
-/** A cursor over one output buffer. */
-class Cursor {
-  readonly buf: Uint8Array;
-  off: number;
-
-  constructor(buf: Uint8Array, off = 0) {
-    this.buf = buf;
-    this.off = off;
-  }
-
-  varint(n: number): void {
-    while (n >= 0x80) {
-      this.buf[this.off++] = (n & 0x7f) | 0x80;
-      n = Math.floor(n / 128);
-    }
-    this.buf[this.off++] = n;
-  }
-
-  /** Key and length of a length-delimited field. */
-  header(field: number, len: number): void {
-    this.varint((field << 3) | 2);
-    this.varint(len);
-  }
-
-  uint(field: number, n: number): void {
-    this.varint(field << 3);
-    this.varint(n);
-  }
-
-  text(field: number, t: Text): void {
-    if (t.length === 0) return;
-    this.header(field, t.length);
-    if (typeof t === "string") {
-      for (let i = 0; i < t.length; i++) this.buf[this.off + i] = t.charCodeAt(i);
-    } else this.buf.set(t, this.off);
-    this.off += t.length;
-  }
-
-  bytes(field: number, b: Uint8Array): void {
-    this.header(field, b.length);
-    this.buf.set(b, this.off);
-    this.off += b.length;
-  }
 }
 
 // The encoded transport sockets (field 24 of a Cluster) for proxy_protocol 1 and 2.
@@ -591,13 +530,13 @@ function plan(route: EnvoyRoute): Plan {
 }
 
 /** Writes the Cluster of `p`: the bytes of `toBinary(buildCluster(route))`. */
-function writeCluster(c: Cursor, p: Plan): void {
+function writeCluster(c: ProtoCursor, p: Plan): void {
   c.text(1, p.cluster);
   c.uint(2, p.type);
   c.header(4, p.timeout);
   if (p.seconds !== 0) c.uint(1, p.seconds);
   if (p.nanos !== 0) c.uint(2, p.nanos);
-  if (p.pp) c.bytes(24, p.pp);
+  if (p.pp) c.field(24, p.pp);
   c.header(33, p.assignment);
   c.text(1, p.cluster);
   const address = lenField(p.backendSocket);
@@ -613,7 +552,7 @@ function writeCluster(c: Cursor, p: Plan): void {
 }
 
 /** Writes the Listener of `p`: the bytes of `toBinary(buildListener(route))`. */
-function writeListener(c: Cursor, p: Plan): void {
+function writeListener(c: ProtoCursor, p: Plan): void {
   c.text(1, p.listener);
   c.header(2, lenField(p.listenSocket)); // Address
   c.header(1, p.listenSocket); // SocketAddress
@@ -638,7 +577,7 @@ function encodeRoutes(routes: readonly EnvoyRoute[]): [BuiltResource, BuiltResou
   return routes.map((route) => {
     const p = plan(route);
     const buf = new Uint8Array(p.clusterSize + p.listenerSize);
-    const c = new Cursor(buf);
+    const c = new ProtoCursor(buf);
     writeCluster(c, p);
     const mid = c.off;
     writeListener(c, p);
