@@ -274,6 +274,9 @@ export class SnapshotPoller {
       }
       status.nodes = listed.size;
     } catch (e) {
+      if (e instanceof ApiError && e.kind === "rate_limited") {
+        this.#retryAfterMs = Math.max(this.#retryAfterMs, e.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS);
+      }
       errors.unshift(describe(e));
     } finally {
       if (status.rebuilt > 0 || status.dropped > 0) await this.#persist();

@@ -151,6 +151,26 @@ Deno.test("poller: a Retry-After longer than the interval ends the poll; the loo
   }
 });
 
+Deno.test("poller: a 429 on the node list also holds the next poll back for its Retry-After", async () => {
+  const { dev, vpsId } = await fleet(2, 1);
+  const dir = await Deno.makeTempDir();
+  const { poller: p, stop } = poller(dev, vpsId, new StateStore(dir), { intervalMs: 100 });
+  try {
+    dev.fault = { status: 429, retryAfter: "2", pathPrefix: "/envoy-nodes" };
+    const start = dev.requests.length;
+    const running = p.run();
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal(dev.requests.slice(start).length, 1, "one node-list request, then quiet");
+    stop();
+    await running;
+  } finally {
+    stop();
+    dev.fault = undefined;
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("poller: only changed routes are encoded again; unchanged resources keep their objects", async () => {
   const { dev, vpsId, rows } = await fleet(2, 10);
   const dir = await Deno.makeTempDir();
