@@ -117,13 +117,23 @@ async function settledMem(label: string): Promise<Mem> {
 
 // ───────────────────────────── client process ─────────────────────────────
 
-async function runClient(mode: "xds" | "raw", port: number, streams: number): Promise<void> {
+/**
+ * The client process: `streams` ADS streams, one connection each, node ids `node-0`…, ACKing every
+ * response. Also used by `xds_api_bench.ts`. Commands on stdin: `next [version [count]]`, `close`.
+ */
+export async function runClient(
+  mode: "xds" | "raw",
+  port: number,
+  streams: number,
+  initial = "1",
+): Promise<void> {
   const out = (o: unknown) => console.log(JSON.stringify(o));
   const method = bytesMethod(mode === "xds" ? XDS_METHOD_PATHS.ads.sotw : RAW_PATH);
   const Ctor = grpc.makeGenericClientConstructor({ S: method }, "C");
   const clients: grpc.Client[] = [];
   const calls: grpc.ClientDuplexStream<Uint8Array, Uint8Array>[] = [];
-  let target = "1";
+  let target = initial;
+  let expected = streams; // streams 0..expected-1 must reach the target
   let complete = 0;
   const seen = new Uint8Array(streams); // bit 1: CDS of the target version, bit 2: LDS
   for (let i = 0; i < streams; i++) {
@@ -146,12 +156,12 @@ async function runClient(mode: "xds" | "raw", port: number, streams: number): Pr
       });
       call.write(toBinary(DiscoveryRequestSchema, ack));
       // "2+stale" (old clusters kept for the old listeners) is the new CDS too.
-      if (res.versionInfo.split("+")[0] !== target) return;
+      if (res.versionInfo.split("+")[0] !== target || i >= expected) return;
       const bit = res.typeUrl === CDS ? 1 : 2;
       if (seen[i] & bit) return;
       seen[i] |= bit;
-      if (seen[i] === 3 && ++complete === streams) {
-        out({ event: target === "1" ? "ready" : "done", at: now() });
+      if (seen[i] === 3 && ++complete === expected) {
+        out({ event: target === initial ? "ready" : "done", at: now() });
       }
     });
     const node = { id: `node-${i}` };
@@ -168,8 +178,11 @@ async function runClient(mode: "xds" | "raw", port: number, streams: number): Pr
   }
   for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
     for (const cmd of chunk.split("\n").filter(Boolean)) {
-      if (cmd === "next") {
-        target = "2";
+      if (cmd === "next" || cmd.startsWith("next ")) {
+        // "next [version [count]]": streams 0..count-1 (default all) must reach `version`.
+        const [, version, count] = cmd.split(" ");
+        target = version ?? "2";
+        expected = count ? Number(count) : streams;
         complete = 0;
         seen.fill(0);
         out({ event: "armed" });
@@ -187,14 +200,19 @@ async function runClient(mode: "xds" | "raw", port: number, streams: number): Pr
 
 // ───────────────────────────── server side ─────────────────────────────
 
-interface ClientProc {
+export interface ClientProc {
   send(cmd: string): Promise<void>;
   wait(event: string, timeoutMs: number): Promise<{ event: string; at?: number }>;
   /** Waits for the process to exit (killing it if it does not within a few seconds). */
   finish(): Promise<void>;
 }
 
-function spawnClient(mode: "xds" | "raw", port: number, streams: number): ClientProc {
+export function spawnClient(
+  mode: "xds" | "raw",
+  port: number,
+  streams: number,
+  initial = "1",
+): ClientProc {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -208,6 +226,8 @@ function spawnClient(mode: "xds" | "raw", port: number, streams: number): Client
       String(port),
       "--streams",
       String(streams),
+      "--initial",
+      initial,
     ],
     stdin: "piped",
     stdout: "piped",
@@ -438,11 +458,17 @@ async function main(): Promise<void> {
       streams: { type: "string", default: "1000" },
       routes: { type: "string", default: "10" },
       rounds: { type: "string", default: "7" },
+      initial: { type: "string", default: "1" },
     },
   });
   const streams = Number(values.streams);
   if (values.client) {
-    await runClient(values.client as "xds" | "raw", Number(values.port), streams);
+    await runClient(
+      values.client as "xds" | "raw",
+      Number(values.port),
+      streams,
+      values.initial,
+    );
     return;
   }
   const routes = Number(values.routes), rounds = Number(values.rounds);

@@ -330,6 +330,9 @@ function errorText(text: string): string | undefined {
 }
 
 async function readLimited(res: Response, max: number): Promise<string> {
+  // A declared length within the cap is read in one call (no stream machinery per chunk).
+  const declared = Number(res.headers.get("content-length") ?? NaN);
+  if (Number.isInteger(declared) && declared >= 0 && declared <= max) return await res.text();
   const bytes = await readCapped(res.body, max);
   if (bytes === undefined) throw new Error(`body larger than ${max} bytes`);
   return new TextDecoder().decode(bytes);

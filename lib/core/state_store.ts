@@ -51,11 +51,19 @@ export class StateStore {
   }
 
   /** Writes `value` as JSON to `name` atomically. */
-  async write(name: string, value: unknown): Promise<void> {
+  write(name: string, value: unknown): Promise<void> {
+    return this.writeText(name, JSON.stringify(value));
+  }
+
+  /**
+   * Writes `text` (already serialized JSON) to `name` atomically: for callers that build a large
+   * document from pieces they keep, instead of serializing everything again.
+   */
+  async writeText(name: string, text: string): Promise<void> {
     await this.ensureDir();
     const final = this.path(name);
     const tmp = `${final}.tmp-${crypto.randomUUID()}`;
-    const data = new TextEncoder().encode(JSON.stringify(value));
+    const data = new TextEncoder().encode(text);
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
       let off = 0;

@@ -25,6 +25,8 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
+
 /** An inclusive port range. */
 export interface PortRange {
   start: number;
@@ -227,7 +229,8 @@ export class BindScanner {
             for (let port = piece.start; port <= piece.end; port++) {
               if (!bindTest(port)) busy.push(port);
             }
-            await new Promise((r) => setTimeout(r, 0));
+            // setImmediate, not setTimeout(0): nested zero timeouts are clamped to 4 ms each.
+            await new Promise((r) => setImmediate(r));
           }
           done();
         })().catch(reject);

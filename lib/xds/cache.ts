@@ -115,6 +115,29 @@ export function snapshotInput(
   };
 }
 
+/**
+ * Equal type and bytes: what equal hashes mean, without hashing.
+ *
+ * @example
+ * ```ts
+ * import { encodeRoute } from "./resources.ts";
+ * import { sameContent } from "./cache.ts";
+ * const route = {
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * };
+ * sameContent(encodeRoute(route)[0], encodeRoute(route)[0]); // true: two objects, equal bytes
+ * ```
+ */
+export function sameContent(a: XdsResource, b: XdsResource): boolean {
+  if (a === b) return true;
+  if (a.typeUrl !== b.typeUrl || a.bytes.length !== b.bytes.length) return false;
+  const x = a.bytes, y = b.bytes;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
 /** Called with the node's new snapshot, or `undefined` when the node was dropped. */
 export type SnapshotWatcher = (snapshot: Snapshot | undefined) => void;
 
@@ -157,7 +180,7 @@ export class SnapshotCache {
       for (const item of items) {
         if (out.has(item.name)) continue;
         const before = old?.get(item.name);
-        out.set(item.name, before && before.hash === item.hash ? before : item);
+        out.set(item.name, before && sameContent(before, item) ? before : item);
       }
       return out;
     };

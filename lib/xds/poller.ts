@@ -3,11 +3,18 @@
  *
  * - Every poll interval: list this VPS's active Envoy nodes (all pages); for each node whose
  *   `config_version` changed, fetch all pages of its active dynamic routes and rebuild its
- *   snapshot; drop nodes no longer listed. Each rebuilt node is installed (and its streams woken)
- *   at once, so an error later in the same poll never loses the wake-up of earlier nodes.
- * - The routes behind every snapshot are written atomically to the state dir after each poll that
- *   changed something and loaded at start, so Envoys connecting while the API is down, or before
- *   registration succeeded, get their last configuration.
+ *   snapshot; drop nodes no longer listed. Changed nodes are fetched
+ *   {@linkcode DEFAULT_FETCH_CONCURRENCY} at a time. Each rebuilt node is installed (and its
+ *   streams woken) as soon as its routes arrive, so an error later in the same poll never loses
+ *   the wake-up of earlier nodes. Only the resources of routes that changed are encoded again.
+ * - A 429 from the API pauses every fetch of the poll together for its `Retry-After` (1 s when
+ *   absent), then the node is fetched again; after {@linkcode MAX_RATE_LIMITED_RETRIES} such
+ *   pauses, or a `Retry-After` longer than the poll interval, the poll stops and the next one
+ *   starts no sooner than the API asked.
+ * - The routes behind every snapshot are written atomically to the state dir once per poll that
+ *   changed something (one durable write however many nodes changed) and loaded at start, so
+ *   Envoys connecting while the API is down, or before registration succeeded, get their last
+ *   configuration.
  * - A stream for an unknown node id triggers one auto-registration (`POST /envoy-nodes`); a
  *   duplicate (500 or 409) is looked up instead, then the poller polls again right away.
  *
@@ -24,16 +31,35 @@
  */
 
 import { ApiError, type SigmaClient } from "../api/client.ts";
-import type { EnvoyRoute } from "../api/types.ts";
+import type { EnvoyNode, EnvoyRoute } from "../api/types.ts";
 import { type Logger, RepeatedFailure } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import { jittered, sleep } from "../core/schedule.ts";
 import type { StateStore } from "../core/state_store.ts";
 import { type SnapshotCache, snapshotInput } from "./cache.ts";
-import { buildResources, type BuiltResources } from "./resources.ts";
+import {
+  buildResources,
+  type BuiltResources,
+  clusterName,
+  listenerName,
+  type ReuseBuilt,
+  sameResources,
+} from "./resources.ts";
 
 /** The state-dir file holding the last good snapshot (its routes) of every node. */
 export const SNAPSHOT_FILE = "xds-snapshots.json";
+
+/**
+ * Changed nodes whose routes are fetched at once. Eight keeps a 1,000-node change well under a
+ * second on loopback while asking sigma-api for no more than a browser opens to one host.
+ */
+export const DEFAULT_FETCH_CONCURRENCY = 8;
+
+/** 429 pauses within one poll before it gives up and waits for the next. */
+export const MAX_RATE_LIMITED_RETRIES = 3;
+
+/** The pause after a 429 without a usable `Retry-After`. */
+const DEFAULT_RETRY_AFTER_MS = 1000;
 
 /** Description sent when a stream's unknown node id is registered (as the seed did). */
 export const AUTO_REGISTER_DESCRIPTION = "Auto-registered by agent";
@@ -61,6 +87,8 @@ export interface PollerOptions {
   signal: AbortSignal;
   /** Minimum time between two auto-registrations of the same node id (default 30 s). */
   registerRetryMs?: number;
+  /** Route fetches in flight at once (default {@linkcode DEFAULT_FETCH_CONCURRENCY}). */
+  fetchConcurrency?: number;
 }
 
 /** What a node's snapshot was built from; persisted as is. */
@@ -69,6 +97,18 @@ interface NodeSource {
   id: string;
   version: string;
   routes: EnvoyRoute[];
+}
+
+/**
+ * What the poller keeps of a node: its source as the JSON persisted for it, written once when the
+ * node changes. A poll's durable write joins these strings instead of serializing every node
+ * again, and a JSON string is smaller than the route objects it holds; they are parsed back only
+ * when the node changes again (to reuse the resources of unchanged routes).
+ */
+interface KnownNode {
+  id: string;
+  version: string;
+  json: string;
 }
 
 /** The persisted file. */
@@ -93,6 +133,23 @@ function isApiWide(e: unknown): boolean {
   return e instanceof ApiError && ["network", "timeout", "rate_limited", "server"].includes(e.kind);
 }
 
+/** The fields of a route that are kept and persisted (API extras such as timestamps are not). */
+function slim(r: EnvoyRoute): EnvoyRoute {
+  return {
+    id: r.id,
+    envoy_node_id: r.envoy_node_id,
+    name: r.name,
+    listen_port: r.listen_port,
+    backend_host: r.backend_host,
+    backend_port: r.backend_port,
+    cluster_type: r.cluster_type,
+    connect_timeout_secs: r.connect_timeout_secs,
+    proxy_protocol: r.proxy_protocol,
+    source: r.source,
+    status: r.status,
+  };
+}
+
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -109,7 +166,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined
 /** Polls sigma-api into the cache, persists it, auto-registers unknown nodes. */
 export class SnapshotPoller {
   readonly #o: PollerOptions;
-  readonly #sources = new Map<string, NodeSource>();
+  readonly #sources = new Map<string, KnownNode>();
   readonly #registering = new Set<string>();
   readonly #lastAttempt = new Map<string, number>();
   #wake = new AbortController();
@@ -117,6 +174,8 @@ export class SnapshotPoller {
   #lastPoll: PollStatus | undefined;
   #polling: Promise<PollStatus> | undefined;
   readonly #pollFailure: RepeatedFailure;
+  /** The longest `Retry-After` of the current poll's 429s, ms (0: none). */
+  #retryAfterMs = 0;
 
   constructor(opts: PollerOptions) {
     this.#o = opts;
@@ -193,32 +252,18 @@ export class SnapshotPoller {
       if (!vpsId) throw new Error("VPS id not known yet");
       const nodes = await o.api.listEnvoyNodes({ vps_id: vpsId, status: "active" });
       const listed = new Set<string>();
+      const changed: EnvoyNode[] = [];
       for (const node of nodes) {
-        if (o.signal.aborted) break;
         if (node.status !== "active" || listed.has(node.node_id)) continue;
         listed.add(node.node_id);
-        const version = String(node.config_version);
         const known = this.#sources.get(node.node_id);
         if (
-          known && known.version === version && known.id === node.id && o.cache.get(node.node_id)
+          known && known.version === String(node.config_version) && known.id === node.id &&
+          o.cache.get(node.node_id)
         ) continue;
-        let routes: EnvoyRoute[];
-        try {
-          routes = await o.api.listEnvoyRoutes({
-            envoy_node_id: node.id,
-            status: "active",
-            source: "dynamic",
-          });
-        } catch (e) {
-          if (isApiWide(e)) throw e;
-          errors.push(`node ${node.node_id}: ${describe(e)}`);
-          continue;
-        }
-        // The API filters already; a defensive second filter costs nothing.
-        routes = routes.filter((r) => r.status === "active" && r.source === "dynamic");
-        this.#install(node.node_id, { id: node.id, version, routes });
-        status.rebuilt++;
+        changed.push(node);
       }
+      await this.#fetchChanged(changed, status, errors);
       if (!o.signal.aborted) {
         for (const nodeId of [...this.#sources.keys()]) {
           if (listed.has(nodeId)) continue;
@@ -231,6 +276,9 @@ export class SnapshotPoller {
       }
       status.nodes = listed.size;
     } catch (e) {
+      if (e instanceof ApiError && e.kind === "rate_limited") {
+        this.#retryAfterMs = Math.max(this.#retryAfterMs, e.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS);
+      }
       errors.unshift(describe(e));
     } finally {
       if (status.rebuilt > 0 || status.dropped > 0) await this.#persist();
@@ -249,9 +297,99 @@ export class SnapshotPoller {
     return status;
   }
 
+  /**
+   * Fetches the routes of `changed` nodes, {@linkcode PollerOptions.fetchConcurrency} at a time,
+   * installing each as it arrives. An API-wide error stops every worker and is thrown; a 429
+   * pauses them all (see the module doc).
+   */
+  async #fetchChanged(changed: EnvoyNode[], status: PollStatus, errors: string[]): Promise<void> {
+    const o = this.#o;
+    let next = 0;
+    let fatal: unknown;
+    let resumeAt = 0;
+    let rateLimited = 0;
+    const worker = async () => {
+      while (fatal === undefined && !o.signal.aborted && next < changed.length) {
+        const node = changed[next++];
+        let routes: EnvoyRoute[] | undefined;
+        while (routes === undefined && fatal === undefined && !o.signal.aborted) {
+          const wait = resumeAt - Date.now();
+          if (wait > 0) await sleep(wait, o.signal);
+          if (fatal !== undefined || o.signal.aborted) return;
+          try {
+            routes = await o.api.listEnvoyRoutes({
+              envoy_node_id: node.id,
+              status: "active",
+              source: "dynamic",
+            });
+          } catch (e) {
+            if (e instanceof ApiError && e.kind === "rate_limited") {
+              const pause = e.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS;
+              this.#retryAfterMs = Math.max(this.#retryAfterMs, pause);
+              // The 429s of requests that were in flight together are one pause, not several.
+              const fresh = Date.now() >= resumeAt;
+              if ((fresh && ++rateLimited > MAX_RATE_LIMITED_RETRIES) || pause > o.intervalMs) {
+                fatal ??= e;
+                return;
+              }
+              // Back off together: every worker waits for the same moment.
+              resumeAt = Math.max(resumeAt, Date.now() + pause);
+              continue;
+            }
+            if (isApiWide(e)) {
+              fatal ??= e;
+              return;
+            }
+            errors.push(`node ${node.node_id}: ${describe(e)}`);
+            break;
+          }
+        }
+        if (routes === undefined || o.signal.aborted) continue;
+        // The API filters already; a defensive second filter costs nothing.
+        const kept = routes.filter((r) => r.status === "active" && r.source === "dynamic")
+          .map(slim);
+        this.#install(node.node_id, {
+          id: node.id,
+          version: String(node.config_version),
+          routes: kept,
+        });
+        status.rebuilt++;
+      }
+    };
+    const n = Math.max(
+      1,
+      Math.min(o.fetchConcurrency ?? DEFAULT_FETCH_CONCURRENCY, changed.length),
+    );
+    await Promise.all(Array.from({ length: n }, worker));
+    if (fatal !== undefined) throw fatal;
+  }
+
+  /**
+   * The resources of the node's current snapshot for routes that did not change since it was
+   * built, so only changed routes are encoded again.
+   */
+  #reuse(nodeId: string): ReuseBuilt | undefined {
+    const known = this.#sources.get(nodeId);
+    const snap = this.#o.cache.get(nodeId);
+    if (!known || !snap) return undefined;
+    const before = new Map<string, EnvoyRoute>();
+    for (const r of (JSON.parse(known.json) as NodeSource).routes) {
+      if (typeof r.name === "string") before.set(r.name, r);
+    }
+    return (route) => {
+      const old = before.get(route.name);
+      if (!old || !sameResources(old, route)) return undefined;
+      const cluster = snap.resources.cds.get(clusterName(route.name));
+      const listener = snap.resources.lds.get(listenerName(route.name));
+      return cluster && listener ? [cluster, listener] : undefined;
+    };
+  }
+
   /** Builds and installs one node's snapshot (wakes its streams). */
   #install(nodeId: string, src: NodeSource): void {
-    const built = (this.#o.build ?? buildResources)(src.routes);
+    const built = this.#o.build
+      ? this.#o.build(src.routes)
+      : buildResources(src.routes, this.#reuse(nodeId));
     for (const s of built.skipped) {
       this.#o.log.warn("xds: route skipped", {
         node_id: nodeId,
@@ -260,19 +398,22 @@ export class SnapshotPoller {
       });
     }
     this.#o.cache.set(snapshotInput(nodeId, src.version, built));
-    this.#sources.set(nodeId, src);
+    this.#sources.set(nodeId, { id: src.id, version: src.version, json: JSON.stringify(src) });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
   }
 
   async #persist(): Promise<void> {
-    const file: SnapshotFile = {
-      format: 1,
-      saved_at: new Date().toISOString(),
-      nodes: Object.fromEntries(this.#sources),
-    };
+    // The same document as JSON.stringify({ format, saved_at, nodes }), from the kept pieces.
+    const nodes: string[] = [];
+    for (const [nodeId, known] of this.#sources) {
+      nodes.push(`${JSON.stringify(nodeId)}:${known.json}`);
+    }
+    const file = `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{${
+      nodes.join(",")
+    }}}`;
     try {
-      await this.#o.store.write(SNAPSHOT_FILE, file);
+      await this.#o.store.writeText(SNAPSHOT_FILE, file);
     } catch (e) {
       this.#o.log.warn("xds: could not persist snapshots", {
         file: SNAPSHOT_FILE,
@@ -290,7 +431,14 @@ export class SnapshotPoller {
     if (!o.vpsId() && (await raceAbort(o.vpsIdReady, o.signal)) === undefined) return;
     while (!o.signal.aborted) {
       this.#again = false;
+      this.#retryAfterMs = 0;
       await this.pollOnce();
+      const retryAfter = this.#retryAfterMs;
+      if (retryAfter > 0 && this.#lastPoll?.result === "failure") {
+        // Rate-limited: nothing, not even a requested poll, goes out before the API allows it.
+        await sleep(Math.max(retryAfter, jittered(o.intervalMs, 0.1)), o.signal);
+        continue;
+      }
       if (this.#again) continue;
       const wake = this.#wake = new AbortController();
       await sleep(jittered(o.intervalMs, 0.1), AbortSignal.any([o.signal, wake.signal]));

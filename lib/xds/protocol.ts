@@ -34,7 +34,14 @@
  * @module
  */
 
-import { type Snapshot, TYPE_URLS, typeOfUrl, type XdsResource, type XdsType } from "./cache.ts";
+import {
+  sameContent,
+  type Snapshot,
+  TYPE_URLS,
+  typeOfUrl,
+  type XdsResource,
+  type XdsType,
+} from "./cache.ts";
 
 /** State of the world (`StreamAggregatedResources`) or incremental (`DeltaAggregatedResources`). */
 export type StreamMode = "sotw" | "delta";
@@ -125,6 +132,15 @@ type Held = XdsResource | string;
 
 function versionOf(h: Held): string {
   return typeof h === "string" ? h : h.hash;
+}
+
+/**
+ * Whether two held resources have the same content version. Two resource objects compare their
+ * bytes (no hashing: SotW never needs the hash); a bare version (Delta) compares hashes.
+ */
+function sameVersion(h: Held, r: Held): boolean {
+  if (typeof h !== "string" && typeof r !== "string") return sameContent(h, r);
+  return versionOf(h) === versionOf(r);
 }
 
 /** A response awaiting its ACK or NACK. */
@@ -447,7 +463,7 @@ export class XdsStream {
   #holdsAll(s: TypeState, target: ReadonlyMap<string, Held>): boolean {
     for (const [name, r] of target) {
       const h = s.held.get(name);
-      if (h !== r && (h === undefined || versionOf(h) !== versionOf(r))) return false;
+      if (h !== r && (h === undefined || !sameVersion(h, r))) return false;
     }
     return true;
   }
@@ -564,7 +580,7 @@ export class XdsStream {
     const changed: XdsResource[] = [];
     for (const [name, r] of desired) {
       const h = s.held.get(name);
-      if (h !== r && (h === undefined || versionOf(h) !== r.hash)) changed.push(r);
+      if (h !== r && (h === undefined || !sameVersion(h, r))) changed.push(r);
     }
     const removed: string[] = [];
     const stale = [...s.held.keys()].filter((name) => !desired.has(name));

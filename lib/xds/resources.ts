@@ -26,8 +26,9 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { ipVersion } from "../host/ips.ts";
+import { sha256Hex } from "./sha256.ts";
+import { ProtoCursor, type Text, text, varintSize } from "./wire.ts";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import {
   type Any,
@@ -238,13 +239,17 @@ export function routeProblem(route: EnvoyRoute): string | null {
   return null;
 }
 
-function duration(secs: number): Duration {
+/** Whole seconds and nanos of a positive duration in seconds (nanos rounded, carried into seconds). */
+function durationParts(secs: number): [seconds: number, nanos: number] {
   const seconds = Math.floor(secs);
   const nanos = Math.round((secs - seconds) * 1e9);
   // Rounding 0.9999999999 up gives 1e9 nanos, which is out of range; carry it.
-  return nanos >= 1e9
-    ? create(DurationSchema, { seconds: BigInt(seconds + 1), nanos: 0 })
-    : create(DurationSchema, { seconds: BigInt(seconds), nanos });
+  return nanos >= 1e9 ? [seconds + 1, 0] : [seconds, nanos];
+}
+
+function duration(secs: number): Duration {
+  const [seconds, nanos] = durationParts(secs);
+  return create(DurationSchema, { seconds: BigInt(seconds), nanos });
 }
 
 function socketAddress(host: string, port: number): Address {
@@ -372,6 +377,33 @@ export function buildListener(route: EnvoyRoute): Listener {
 }
 
 /**
+ * A serialized resource. `any` and `hash` are derived on demand: the SotW encoder needs neither
+ * (it writes `typeUrl` and `bytes` itself), and the content hash is only the Delta version, so a
+ * fleet served over SotW never spends CPU or memory on them. The hash, once computed, is kept.
+ */
+class Resource implements BuiltResource {
+  readonly name: string;
+  readonly typeUrl: string;
+  readonly bytes: Uint8Array;
+  #hash: string | undefined;
+
+  constructor(name: string, typeUrl: string, bytes: Uint8Array) {
+    this.name = name;
+    this.typeUrl = typeUrl;
+    this.bytes = bytes;
+  }
+
+  get any(): Any {
+    return create(AnySchema, { typeUrl: this.typeUrl, value: this.bytes });
+  }
+
+  get hash(): string {
+    this.#hash ??= sha256Hex(utf8Encoder.encode(this.typeUrl + "\n"), this.bytes);
+    return this.#hash;
+  }
+}
+
+/**
  * Serializes a message once into a {@linkcode BuiltResource}.
  *
  * @example
@@ -391,16 +423,219 @@ export function builtResource<Desc extends DescMessage>(
   schema: Desc,
   message: MessageShape<Desc> & { name: string },
 ): BuiltResource {
-  const typeUrl = TYPE_PREFIX + schema.typeName;
-  const bytes = toBinary(schema, message);
-  const hash = createHash("sha256").update(typeUrl).update("\n").update(bytes).digest("hex");
+  return new Resource(message.name, TYPE_PREFIX + schema.typeName, toBinary(schema, message));
+}
+
+// ─── Direct encoding ───
+// Building protobuf-es messages and walking them with `toBinary` costs ~30 µs per route and a lot
+// of short-lived garbage. The Cluster and Listener of a route have a fixed shape, so they are
+// written here directly, field by field, in the order and form `toBinary` uses (fields in number
+// order, proto3 defaults omitted, oneof members always written): sizes first, then one pass into
+// one buffer per route.
+// `tests/xds/resources_test.ts` checks the bytes against `toBinary(buildCluster(route))` and
+// `toBinary(buildListener(route))`.
+
+const utf8Encoder = new TextEncoder();
+
+/** Size of a length-delimited field with a `len`-byte payload and a `keyBytes`-byte key. */
+function lenField(len: number, keyBytes = 1): number {
+  return keyBytes + varintSize(len) + len;
+}
+
+/** Size of a string field, 0 when empty (proto3 implicit presence). */
+function textField(t: Text): number {
+  return t.length === 0 ? 0 : lenField(t.length);
+}
+
+// The encoded transport sockets (field 24 of a Cluster) for proxy_protocol 1 and 2.
+const PROXY_PROTOCOL_SOCKET_BYTES: Readonly<Record<1 | 2, Uint8Array>> = {
+  1: toBinary(TransportSocketSchema, PROXY_PROTOCOL_SOCKETS[1]),
+  2: toBinary(TransportSocketSchema, PROXY_PROTOCOL_SOCKETS[2]),
+};
+const TCP_PROXY_TYPE_URL_TEXT = text(TCP_PROXY_TYPE_URL);
+const TCP_PROXY_FILTER_TEXT = text(TCP_PROXY_FILTER_NAME);
+const ANY_ADDRESS_TEXT = text("0.0.0.0");
+
+/** Sizes of the nested messages of one route's Cluster and Listener, computed once. */
+interface Plan {
+  route: EnvoyRoute;
+  cluster: Text;
+  listener: Text;
+  stat: Text;
+  host: Text;
+  seconds: number;
+  nanos: number;
+  type: number;
+  pp: Uint8Array | undefined;
+  // Cluster parts
+  timeout: number;
+  backendSocket: number;
+  assignment: number;
+  clusterSize: number;
+  // Listener parts
+  listenSocket: number;
+  tcpProxy: number;
+  any: number;
+  filter: number;
+  chain: number;
+  listenerSize: number;
+}
+
+function plan(route: EnvoyRoute): Plan {
+  const cluster = text(clusterName(route.name));
+  const host = text(endpointHost(route.backend_host ?? ""));
+  const [seconds, nanos] = durationParts(route.connect_timeout_secs);
+  const type = discoveryType(route.cluster_type);
+  const pp = route.proxy_protocol === 1 || route.proxy_protocol === 2
+    ? PROXY_PROTOCOL_SOCKET_BYTES[route.proxy_protocol]
+    : undefined;
+  const timeout = (seconds !== 0 ? 1 + varintSize(seconds) : 0) +
+    (nanos !== 0 ? 1 + varintSize(nanos) : 0);
+  // SocketAddress{2 address, 3 port_value} → Address{1} → Endpoint{1} → LbEndpoint{1} →
+  // LocalityLbEndpoints{2} → ClusterLoadAssignment{1 cluster_name, 2 endpoints}.
+  const backendSocket = textField(host) + 1 + varintSize(route.backend_port ?? 0);
+  const locality = lenField(lenField(lenField(lenField(backendSocket))));
+  const assignment = textField(cluster) + lenField(locality);
+  const clusterSize = textField(cluster) + 1 + varintSize(type) + lenField(timeout) +
+    (pp ? lenField(pp.length, 2) : 0) + lenField(assignment, 2);
+  const listener = text(listenerName(route.name));
+  const stat = text(statPrefix(route.name));
+  const listenSocket = textField(ANY_ADDRESS_TEXT) + 1 + varintSize(route.listen_port);
+  const tcpProxy = textField(stat) + textField(cluster);
+  const any = textField(TCP_PROXY_TYPE_URL_TEXT) + lenField(tcpProxy);
+  const filter = textField(TCP_PROXY_FILTER_TEXT) + lenField(any);
+  const chain = lenField(filter);
+  const listenerSize = textField(listener) + lenField(lenField(listenSocket)) + lenField(chain);
   return {
-    name: message.name,
-    typeUrl,
-    bytes,
-    any: create(AnySchema, { typeUrl, value: bytes }),
-    hash,
+    route,
+    cluster,
+    listener,
+    stat,
+    host,
+    seconds,
+    nanos,
+    type,
+    pp,
+    timeout,
+    backendSocket,
+    assignment,
+    clusterSize,
+    listenSocket,
+    tcpProxy,
+    any,
+    filter,
+    chain,
+    listenerSize,
   };
+}
+
+/** Writes the Cluster of `p`: the bytes of `toBinary(buildCluster(route))`. */
+function writeCluster(c: ProtoCursor, p: Plan): void {
+  c.text(1, p.cluster);
+  c.uint(2, p.type);
+  c.header(4, p.timeout);
+  if (p.seconds !== 0) c.uint(1, p.seconds);
+  if (p.nanos !== 0) c.uint(2, p.nanos);
+  if (p.pp) c.field(24, p.pp);
+  c.header(33, p.assignment);
+  c.text(1, p.cluster);
+  const address = lenField(p.backendSocket);
+  const endpoint = lenField(address);
+  const lbEndpoint = lenField(endpoint);
+  c.header(2, lenField(lbEndpoint)); // LocalityLbEndpoints
+  c.header(2, lbEndpoint); // LbEndpoint
+  c.header(1, endpoint); // Endpoint
+  c.header(1, address); // Address
+  c.header(1, p.backendSocket); // SocketAddress
+  c.text(2, p.host);
+  c.uint(3, p.route.backend_port ?? 0);
+}
+
+/** Writes the Listener of `p`: the bytes of `toBinary(buildListener(route))`. */
+function writeListener(c: ProtoCursor, p: Plan): void {
+  c.text(1, p.listener);
+  c.header(2, lenField(p.listenSocket)); // Address
+  c.header(1, p.listenSocket); // SocketAddress
+  c.text(2, ANY_ADDRESS_TEXT);
+  c.uint(3, p.route.listen_port);
+  c.header(3, p.chain); // FilterChain
+  c.header(3, p.filter); // Filter
+  c.text(1, TCP_PROXY_FILTER_TEXT);
+  c.header(4, p.any); // typed_config
+  c.text(1, TCP_PROXY_TYPE_URL_TEXT);
+  c.header(2, p.tcpProxy);
+  c.text(1, p.stat);
+  c.text(2, p.cluster);
+}
+
+/**
+ * The Cluster and Listener of each checked route, serialized into one buffer per route (the two
+ * resources are views of it: one allocation per route, and a resource kept across snapshots pins
+ * no more than its own route's bytes), without validation.
+ */
+function encodeRoutes(routes: readonly EnvoyRoute[]): [BuiltResource, BuiltResource][] {
+  return routes.map((route) => {
+    const p = plan(route);
+    const buf = new Uint8Array(p.clusterSize + p.listenerSize);
+    const c = new ProtoCursor(buf);
+    writeCluster(c, p);
+    const mid = c.off;
+    writeListener(c, p);
+    return [
+      new Resource(clusterName(route.name), CLUSTER_TYPE_URL, buf.subarray(0, mid)),
+      new Resource(listenerName(route.name), LISTENER_TYPE_URL, buf.subarray(mid)),
+    ];
+  });
+}
+
+/**
+ * The Cluster and Listener of one route, serialized, without validation (the caller checks the
+ * route with {@linkcode routeProblem} first; {@linkcode buildResources} does).
+ *
+ * @example
+ * ```ts
+ * import { encodeRoute } from "./resources.ts";
+ * const [cluster, listener] = encodeRoute({
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * });
+ * cluster.name; // "cluster-web"
+ * ```
+ */
+export function encodeRoute(route: EnvoyRoute): [BuiltResource, BuiltResource] {
+  return encodeRoutes([route])[0];
+}
+
+/**
+ * The resources already built for a route identical to this one (same
+ * {@linkcode sameResources}), or `undefined` to encode it.
+ */
+export type ReuseBuilt = (
+  route: EnvoyRoute,
+) => readonly [cluster: BuiltResource, listener: BuiltResource] | undefined;
+
+/**
+ * Whether two routes produce the same Cluster and Listener (every field the builders read is
+ * equal).
+ *
+ * @example
+ * ```ts
+ * import { sameResources } from "./resources.ts";
+ * const a = {
+ *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
+ *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
+ *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
+ * };
+ * sameResources(a, { ...a, id: "r2" }); // true
+ * sameResources(a, { ...a, backend_port: 8081 }); // false
+ * ```
+ */
+export function sameResources(a: EnvoyRoute, b: EnvoyRoute): boolean {
+  return a.name === b.name && a.listen_port === b.listen_port &&
+    a.backend_host === b.backend_host && a.backend_port === b.backend_port &&
+    a.cluster_type === b.cluster_type && a.connect_timeout_secs === b.connect_timeout_secs &&
+    a.proxy_protocol === b.proxy_protocol;
 }
 
 /** Deterministic processing order: listen_port, then name, then id (ties are unusual). */
@@ -416,6 +651,9 @@ function compareRoutes(a: EnvoyRoute, b: EnvoyRoute): number {
 
 /**
  * Builds and serializes the Clusters and Listeners of one node's routes.
+ *
+ * `reuse`, when given, may hand back the resources already built for an identical route (see
+ * {@linkcode sameResources}): only the routes that changed are encoded again.
  *
  * Routes are taken in order of listen_port then name; each must pass
  * {@linkcode routeProblem}, and the first valid route on a listen port or with a name wins:
@@ -436,12 +674,18 @@ function compareRoutes(a: EnvoyRoute, b: EnvoyRoute): number {
  * built.skipped[0].reason; // 'listen_port 10080 is already used by route "web"'
  * ```
  */
-export function buildResources(routes: readonly EnvoyRoute[]): BuiltResources {
+export function buildResources(
+  routes: readonly EnvoyRoute[],
+  reuse?: ReuseBuilt,
+): BuiltResources {
   const clusters: BuiltResource[] = [];
   const listeners: BuiltResource[] = [];
   const skipped: SkippedRoute[] = [];
   const byPort = new Map<number, string>();
   const byName = new Set<string>();
+  // Routes to encode (all in one buffer) and where their resources go.
+  const fresh: EnvoyRoute[] = [];
+  const at: number[] = [];
   for (const route of [...routes].sort(compareRoutes)) {
     const problem = routeProblem(route);
     if (problem !== null) {
@@ -467,8 +711,20 @@ export function buildResources(routes: readonly EnvoyRoute[]): BuiltResources {
     }
     byPort.set(route.listen_port, route.name);
     byName.add(route.name);
-    clusters.push(builtResource(ClusterSchema, buildCluster(route)));
-    listeners.push(builtResource(ListenerSchema, buildListener(route)));
+    const kept = reuse?.(route);
+    if (kept) {
+      clusters.push(kept[0]);
+      listeners.push(kept[1]);
+    } else {
+      fresh.push(route);
+      at.push(clusters.length);
+      clusters.push(undefined!);
+      listeners.push(undefined!);
+    }
   }
+  encodeRoutes(fresh).forEach(([cluster, listener], i) => {
+    clusters[at[i]] = cluster;
+    listeners[at[i]] = listener;
+  });
   return { clusters, listeners, skipped };
 }

@@ -27,7 +27,8 @@ import type { XdsResource } from "./cache.ts";
 
 const encoder = new TextEncoder();
 
-function varintSize(n: number): number {
+/** Bytes of the varint encoding of `n` (a non-negative integer up to 2^53). */
+export function varintSize(n: number): number {
   let size = 1;
   while (n >= 0x80) {
     n = Math.floor(n / 128);
@@ -78,30 +79,30 @@ function asciiLength(s: string): number {
 }
 
 /** A string to write: itself when ASCII (its length is its byte length), else its UTF-8 bytes. */
-type Text = string | Uint8Array;
+export type Text = string | Uint8Array;
 
 /** Nonces, hashes and names are ASCII in practice: write them without a `TextEncoder` call. */
-function text(s: string): Text {
+export function text(s: string): Text {
   return asciiLength(s) >= 0 ? s : encoder.encode(s);
 }
 
-/** A cursor over one output buffer. */
-class Out {
+/**
+ * A protobuf writer over a buffer the caller sized exactly (the resource builders use it too).
+ *
+ * @example
+ * ```ts
+ * import { ProtoCursor } from "./wire.ts";
+ * const c = new ProtoCursor(new Uint8Array(4));
+ * c.text(1, "ab"); // bytes 0a 02 61 62
+ * ```
+ */
+export class ProtoCursor {
   readonly buf: Uint8Array;
   off: number;
 
-  constructor(size: number, grpcFrame: boolean) {
-    const head = grpcFrame ? 5 : 0;
-    this.buf = allocate(head + size);
-    if (grpcFrame) {
-      // Flag 0 (uncompressed), then the big-endian length.
-      this.buf[0] = 0;
-      this.buf[1] = size >>> 24;
-      this.buf[2] = (size >>> 16) & 0xff;
-      this.buf[3] = (size >>> 8) & 0xff;
-      this.buf[4] = size & 0xff;
-    }
-    this.off = head;
+  constructor(buf: Uint8Array, off = 0) {
+    this.buf = buf;
+    this.off = off;
   }
 
   /** A string field from {@linkcode text}; omitted when empty unless `keepEmpty`. */
@@ -123,8 +124,14 @@ class Out {
 
   /** Key and length of a length-delimited field. */
   header(fieldNumber: number, len: number): void {
-    this.buf[this.off++] = (fieldNumber << 3) | 2;
+    this.varint((fieldNumber << 3) | 2);
     this.varint(len);
+  }
+
+  /** A varint field, always written (callers leave out proto3 defaults themselves). */
+  uint(fieldNumber: number, n: number): void {
+    this.varint(fieldNumber << 3);
+    this.varint(n);
   }
 
   bytes(b: Uint8Array): void {
@@ -139,6 +146,22 @@ class Out {
     if (b.length === 0 && !keepEmpty) return;
     this.header(fieldNumber, b.length);
     this.bytes(b);
+  }
+}
+
+/** A response buffer carved from the slabs, optionally behind the 5-byte gRPC message header. */
+class Out extends ProtoCursor {
+  constructor(size: number, grpcFrame: boolean) {
+    const head = grpcFrame ? 5 : 0;
+    super(allocate(head + size), head);
+    if (grpcFrame) {
+      // Flag 0 (uncompressed), then the big-endian length.
+      this.buf[0] = 0;
+      this.buf[1] = size >>> 24;
+      this.buf[2] = (size >>> 16) & 0xff;
+      this.buf[3] = (size >>> 8) & 0xff;
+      this.buf[4] = size & 0xff;
+    }
   }
 }
 
@@ -166,14 +189,14 @@ function typeUrlFieldOf(typeUrl: string): Uint8Array {
 
 /** `google.protobuf.Any` payload size: 1 type_url, 2 value. */
 function anySize(r: XdsResource): number {
-  const v = r.any.value.length;
-  return typeUrlField(r.any.typeUrl).length + (v ? fieldSize(v) : 0);
+  const v = r.bytes.length;
+  return typeUrlField(r.typeUrl).length + (v ? fieldSize(v) : 0);
 }
 
 function writeAny(out: Out, fieldNumber: number, r: XdsResource, size: number): void {
   out.header(fieldNumber, size);
-  out.bytes(typeUrlField(r.any.typeUrl));
-  out.field(2, r.any.value);
+  out.bytes(typeUrlField(r.typeUrl));
+  out.field(2, r.bytes);
 }
 
 /** Fields of a state-of-the-world response. */

@@ -14,14 +14,6 @@ import {
   ROOT,
 } from "./support.ts";
 
-/**
- * Pages other branches write, linked before they land. When one lands, remove it here: the last
- * test fails until then, so this list never hides a broken link for long.
- */
-export const PENDING_PAGES: readonly string[] = [
-  "docs/performance.md",
-];
-
 function exists(path: string): boolean {
   try {
     Deno.statSync(`${ROOT}${path}`);
@@ -42,7 +34,6 @@ Deno.test("docs: every relative link and anchor in README.md and docs/ resolves"
       const [path, fragment] = target.split("#", 2) as [string, string | undefined];
       const resolved = path === "" ? page.path : resolveFrom(page.path, path);
       checked++;
-      if (PENDING_PAGES.includes(resolved)) continue;
       if (!exists(resolved)) {
         broken.push(`${page.path}: ${target} → ${resolved} does not exist`);
         continue;
@@ -99,19 +90,4 @@ Deno.test("docs: the anchor rules match GitHub's", () => {
     "tests",
     "tests-1",
   ]);
-});
-
-Deno.test("docs: each pending page is still missing and still linked (clear the list when it lands)", () => {
-  const linked = new Set(
-    all.flatMap((page) =>
-      linkTargets(page.text).map((t) => resolveFrom(page.path, t.split("#")[0] || page.path))
-    ),
-  );
-  for (const page of PENDING_PAGES) {
-    assert.ok(
-      !exists(page),
-      `${page} exists now: remove it from PENDING_PAGES in ${import.meta.url}`,
-    );
-    assert.ok(linked.has(page), `${page} is no longer linked: remove it from PENDING_PAGES`);
-  }
 });

@@ -10,9 +10,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
+import { ClusterSchema } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
+import { ListenerSchema } from "../../proto/gen/envoy/config/listener/v3/listener_pb.ts";
 import type { EnvoyRoute } from "../../lib/api/types.ts";
 import {
   buildCluster,
+  buildListener,
   buildResources,
   CLUSTER_TYPE_URL,
   clusterName,
@@ -21,6 +24,7 @@ import {
   PROXY_PROTOCOL_TYPE_URL,
   RAW_BUFFER_TYPE_URL,
   routeProblem,
+  sameResources,
   statPrefix,
   TCP_PROXY_TYPE_URL,
 } from "../../lib/xds/resources.ts";
@@ -389,6 +393,58 @@ Deno.test("property: any routes → every resource decodes upstream and is valid
     }),
     { numRuns: 200 },
   );
+});
+
+Deno.test("property: the direct encoding is byte for byte toBinary of buildCluster/buildListener", () => {
+  const arbRoute = fc.record({
+    id: fc.uuid(),
+    envoy_node_id: fc.constant("n"),
+    // Non-ASCII names take the TextEncoder path of the writer.
+    name: fc.oneof(fc.stringMatching(/^[a-z][a-z0-9-]{0,70}$/), fc.constantFrom("wëb", "路由")),
+    listen_port: fc.integer({ min: 1, max: 65535 }),
+    backend_host: fc.oneof(fc.ipV4(), fc.domain(), fc.constantFrom("::1", "[::1]", "fe80::1")),
+    backend_port: fc.integer({ min: 1, max: 65535 }),
+    cluster_type: fc.constantFrom("static", "strict_dns", "logical_dns", "eds"),
+    connect_timeout_secs: fc.oneof(
+      fc.integer({ min: 1, max: 315_576_000_000 }),
+      fc.double({ min: 1e-9, max: 1e6, noNaN: true }),
+      fc.constantFrom(0.9999999999, 0.5, 2.25),
+    ),
+    proxy_protocol: fc.constantFrom(0, 1, 2),
+    source: fc.constant("dynamic"),
+    status: fc.constant("active"),
+  });
+  fc.assert(
+    fc.property(arbRoute, (r) => {
+      fc.pre(routeProblem(r) === null);
+      const built = buildResources([r]);
+      assert.deepEqual(built.clusters[0].bytes, toBinary(ClusterSchema, buildCluster(r)));
+      assert.deepEqual(built.listeners[0].bytes, toBinary(ListenerSchema, buildListener(r)));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("reuse: unchanged routes keep their resource objects, changed ones are encoded again", () => {
+  const a = route({ id: "a", name: "a", listen_port: 10001 });
+  const b = route({ id: "b", name: "b", listen_port: 10002 });
+  const first = buildResources([a, b]);
+  const byName = new Map([a, b].map((r, i) => [r.name, { r, i }]));
+  let asked = 0;
+  const b2 = { ...b, backend_port: 9999 };
+  const second = buildResources([{ ...a, id: "a-renumbered" }, b2], (r) => {
+    asked++;
+    const old = byName.get(r.name);
+    return old && sameResources(old.r, r)
+      ? [first.clusters[old.i], first.listeners[old.i]]
+      : undefined;
+  });
+  assert.equal(asked, 2);
+  assert.equal(second.clusters[0], first.clusters[0], "unchanged route: same cluster object");
+  assert.equal(second.listeners[0], first.listeners[0]);
+  assert.notEqual(second.clusters[1], first.clusters[1], "changed route: encoded again");
+  assert.deepEqual(second.clusters[1].bytes, buildResources([b2]).clusters[0].bytes);
+  assert.ok(!sameResources(b, b2));
 });
 
 Deno.test("buildCluster is what buildResources serializes", () => {
