@@ -8,11 +8,10 @@
  */
 
 import { SigmaClient } from "./lib/api/client.ts";
-import { DEMO_STATIC_ENVOY_YAML, DevApi } from "./lib/api/dev_server.ts";
+import type { DevApi } from "./lib/api/dev_server.ts";
 import { Lifecycle } from "./lib/agent/lifecycle.ts";
 import { type Config, ConfigError, envNames, parseConfig, VERSION } from "./lib/core/config.ts";
 import type { AgentContext, Feature } from "./lib/core/context.ts";
-import { envoyBootstrapCommand } from "./lib/xds/bootstrap.ts";
 import { startStaticSync } from "./lib/envoy_static/mod.ts";
 import { resolveHostname } from "./lib/host/hostname.ts";
 import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
@@ -21,14 +20,12 @@ import { collectSystemInfo } from "./lib/host/system_info.ts";
 import { listenWebTls, type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
 import { registerWebConfigMetrics, WebConfig } from "./lib/http/web_config.ts";
 import { createLogger, createRedactor, type Logger } from "./lib/core/log.ts";
-import { TlsFiles } from "./lib/tls/listener.ts";
+import { loadTlsSupport, TlsFiles } from "./lib/tls/listener.ts";
 import { createMetrics } from "./lib/core/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
 import { StateStore } from "./lib/core/state_store.ts";
 import { StatusBoard } from "./lib/status/board.ts";
-import { statusCommand } from "./lib/status/cli.ts";
 import { writeListenRecord } from "./lib/status/listen.ts";
-import { checkCommand } from "./lib/check/mod.ts";
 import { checkGrants, grantProblemLine } from "./lib/core/grants.ts";
 import { statusPageRoute } from "./lib/status/page.ts";
 import { startXds } from "./lib/xds/mod.ts";
@@ -60,8 +57,11 @@ export interface Security {
  *
  * @throws {ConfigError} naming the flag and the problem
  */
-export function loadSecurity(config: Config, log: Logger): Security {
+export async function loadSecurity(config: Config, log: Logger): Promise<Security> {
   const out: Security = {};
+  if ((config.webConfigFile && config.metricsPort > 0) || config.xdsTlsCert) {
+    await loadTlsSupport();
+  }
   if (config.webConfigFile && config.metricsPort > 0) {
     out.web = new WebConfig(config.webConfigFile, { log: log.child({ component: "http" }) });
     try {
@@ -116,6 +116,7 @@ export async function runAgent(
   let devApi: DevApi | undefined;
   if (config.dev) {
     if (config.envoyConfigSync) await seedDevEnvoyConfig(config.envoyConfigPath, log);
+    const { DevApi } = await import("./lib/api/dev_server.ts");
     devApi = new DevApi({ seedDemo: true, apiKey: config.apiKey });
     config = { ...config, apiUrl: devApi.listen({ hostname: "127.0.0.1", port: 0 }) };
     log.info("embedded dev sigma-api listening", { url: config.apiUrl });
@@ -291,6 +292,7 @@ async function seedDevEnvoyConfig(paths: string[], log: Logger): Promise<void> {
   } catch {
     try {
       await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || ".", { recursive: true });
+      const { DEMO_STATIC_ENVOY_YAML } = await import("./lib/api/dev_server.ts");
       await Deno.writeTextFile(path, DEMO_STATIC_ENVOY_YAML);
       log.info("wrote a demo envoy config for static sync", { path });
     } catch (e) {
@@ -357,13 +359,21 @@ export function configSecrets(config: Config): (string | undefined)[] {
 /** Parses arguments and runs the right command; resolves with the exit code. */
 export async function main(args: string[]): Promise<number> {
   const env = readEnv();
+  // Subcommands load their modules only when run, so the agent itself never holds them in memory.
   if (args[0] === "status") {
+    const { statusCommand } = await import("./lib/status/cli.ts");
     return printResult(
       await statusCommand(args.slice(1), { env, color: Deno.stdout.isTerminal() }),
     );
   }
-  if (args[0] === "check") return printResult(await checkCommand(args.slice(1), env));
-  if (args[0] === "envoy-bootstrap") return printResult(envoyBootstrapCommand(args.slice(1), env));
+  if (args[0] === "check") {
+    const { checkCommand } = await import("./lib/check/mod.ts");
+    return printResult(await checkCommand(args.slice(1), env));
+  }
+  if (args[0] === "envoy-bootstrap") {
+    const { envoyBootstrapCommand } = await import("./lib/xds/bootstrap.ts");
+    return printResult(envoyBootstrapCommand(args.slice(1), env));
+  }
   let parsed;
   try {
     parsed = parseConfig(args, env);
@@ -395,7 +405,7 @@ export async function main(args: string[]): Promise<number> {
   });
   let security: Security;
   try {
-    security = loadSecurity(config, log);
+    security = await loadSecurity(config, log);
   } catch (e) {
     console.error(`sigma-agent: ${(e as Error).message}`);
     return 2;

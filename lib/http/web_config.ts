@@ -40,7 +40,6 @@
  * @module
  */
 
-import bcrypt from "bcryptjs";
 import Gauge from "prom-client/lib/gauge.js";
 import type * as PromClient from "prom-client";
 import { parse } from "yaml";
@@ -452,6 +451,8 @@ export class WebConfig {
     const key = await cacheKey(user, password, hash ?? "");
     let ok = this.#verdicts.get(key);
     if (ok === undefined) {
+      // Loaded on the first check: bcryptjs costs ~10 MB of resident memory, idle agents skip it.
+      const bcrypt = (await import("bcryptjs")).default;
       ok = await bcrypt.compare(password, hash ?? DUMMY_HASH) && hash !== undefined;
       if (this.#verdicts.size >= CACHE_LIMIT) this.#verdicts.clear();
       this.#verdicts.set(key, ok);

@@ -26,8 +26,33 @@
 
 import { Buffer } from "node:buffer";
 import type net from "node:net";
-import tls from "node:tls";
-import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import type tls from "node:tls";
+import type { KeyObject, X509Certificate } from "node:crypto";
+
+// node:tls and node:crypto cost about 12 MB of resident memory once imported, so an agent without
+// TLS never loads them: `loadTlsSupport` imports them the first time TLS is configured.
+let nodeTls: typeof import("node:tls") | undefined;
+let nodeCrypto: typeof import("node:crypto") | undefined;
+
+/**
+ * Loads the TLS stack (`node:tls`, `node:crypto`). {@linkcode listenTls} does it itself; call it
+ * before the synchronous {@linkcode checkTlsSettings} or {@linkcode TlsFiles.load}.
+ *
+ * @example
+ * ```ts
+ * import { loadTlsSupport } from "./listener.ts";
+ * await loadTlsSupport();
+ * ```
+ */
+export async function loadTlsSupport(): Promise<void> {
+  nodeTls ??= await import("node:tls");
+  nodeCrypto ??= await import("node:crypto");
+}
+
+function loaded(): { tls: typeof import("node:tls"); crypto: typeof import("node:crypto") } {
+  if (!nodeTls || !nodeCrypto) throw new Error("TLS support is not loaded (loadTlsSupport)");
+  return { tls: nodeTls, crypto: nodeCrypto };
+}
 
 /** The connection shape the agent's servers use (a subset of `Deno.Conn`). */
 export interface ByteConn {
@@ -77,22 +102,23 @@ export interface TlsListenOptions {
 
 /** Checks that `s` can be installed (PEM parses, key matches the certificate); throws otherwise. */
 export function checkTlsSettings(s: TlsSettings): void {
+  const { tls, crypto } = loaded();
   let leaf: X509Certificate;
   try {
-    leaf = new X509Certificate(s.cert);
+    leaf = new crypto.X509Certificate(s.cert);
   } catch (e) {
     throw new Error(`certificate is not a PEM X.509 certificate: ${(e as Error).message}`);
   }
   let key: KeyObject;
   try {
-    key = createPrivateKey(s.key);
+    key = crypto.createPrivateKey(s.key);
   } catch (e) {
     throw new Error(`private key is not a PEM private key: ${(e as Error).message}`);
   }
   if (!leaf.checkPrivateKey(key)) throw new Error("the private key does not match the certificate");
   if (s.clientCa !== undefined) {
     try {
-      new X509Certificate(s.clientCa);
+      new crypto.X509Certificate(s.clientCa);
     } catch (e) {
       throw new Error(`client CA is not a PEM X.509 certificate: ${(e as Error).message}`);
     }
@@ -191,6 +217,8 @@ class SocketConn implements ByteConn {
  * @throws when the settings are invalid or the address cannot be bound
  */
 export async function listenTls(opts: TlsListenOptions): Promise<ByteListener> {
+  await loadTlsSupport();
+  const { tls } = loaded();
   let current = opts.settings();
   const policy = (s: TlsSettings) => ({
     requestCert: s.clientAuth !== "none",

@@ -15,7 +15,7 @@
  *
  * @module
  */
-export { checkTlsSettings, listenTls, TlsFiles } from "./listener.ts";
+export { checkTlsSettings, listenTls, loadTlsSupport, TlsFiles } from "./listener.ts";
 export type {
   ByteConn,
   ByteListener,

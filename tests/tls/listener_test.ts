@@ -6,8 +6,11 @@
  */
 import assert from "node:assert/strict";
 import tls from "node:tls";
-import { listenTls, TlsFiles } from "../../lib/tls/listener.ts";
+import { listenTls, loadTlsSupport, TlsFiles } from "../../lib/tls/listener.ts";
 import { makeCerts } from "../security/certs.ts";
+
+// TlsFiles checks certificates synchronously, with the TLS stack the agent loads lazily.
+await loadTlsSupport();
 
 Deno.test("tls listener: echo through ByteConn, 1 MiB each way; stalled handshakes are cut", async () => {
   const certs = makeCerts(await Deno.makeTempDir({ prefix: "sigma-tls-" }));
