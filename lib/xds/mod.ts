@@ -6,7 +6,9 @@
  * resource builders (`resources.ts`) and the stream protocol (`protocol.ts`, served by
  * `server.ts`).
  *
- * Also here: `requests.ts` and `wire.ts` (decoding requests, encoding responses), the stream
+ * Also here: `messages.ts` (the same resources as protobuf-es messages: the tests' reference for
+ * the bytes `resources.ts` writes; the agent never loads it, nor protobuf-es), `requests.ts` and
+ * `wire.ts` (decoding requests, encoding responses), the stream
  * timers (`wake_timers.ts`) and `bootstrap.ts`, the `sigma-agent envoy-bootstrap` generator of
  * the Envoy bootstraps that point at this server.
  *

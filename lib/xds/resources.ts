@@ -29,48 +29,30 @@
 import { ipVersion } from "../host/ips.ts";
 import { sha256Hex } from "./sha256.ts";
 import { ProtoCursor, type Text, text, varintSize } from "./wire.ts";
-import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import {
-  type Any,
-  anyPack,
-  AnySchema,
-  type Duration,
-  DurationSchema,
-} from "@bufbuild/protobuf/wkt";
+import type { Any } from "@bufbuild/protobuf/wkt";
 import type { EnvoyRoute } from "../api/types.ts";
-import {
-  type Cluster,
-  Cluster_DiscoveryType,
-  ClusterSchema,
-} from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
-import { type Address, AddressSchema } from "../../proto/gen/envoy/config/core/v3/address_pb.ts";
-import {
-  type TransportSocket,
-  TransportSocketSchema,
-} from "../../proto/gen/envoy/config/core/v3/base_pb.ts";
-import { ProxyProtocolConfig_Version } from "../../proto/gen/envoy/config/core/v3/proxy_protocol_pb.ts";
-import { ClusterLoadAssignmentSchema } from "../../proto/gen/envoy/config/endpoint/v3/endpoint_pb.ts";
-import {
-  type Listener,
-  ListenerSchema,
-} from "../../proto/gen/envoy/config/listener/v3/listener_pb.ts";
-import { TcpProxySchema } from "../../proto/gen/envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy_pb.ts";
-import { ProxyProtocolUpstreamTransportSchema } from "../../proto/gen/envoy/extensions/transport_sockets/proxy_protocol/v3/upstream_proxy_protocol_pb.ts";
-import { RawBufferSchema } from "../../proto/gen/envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer_pb.ts";
+import type { Cluster_DiscoveryType } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
 
-const TYPE_PREFIX = "type.googleapis.com/";
+// Only types come from protobuf-es and the generated protos here: the agent never loads them
+// (~8 MB of resident memory). `messages.ts` builds the same resources as protobuf-es messages, the
+// oracle the tests hold the bytes written here to.
+
+/** Prefix of every `type_url`. */
+export const TYPE_PREFIX = "type.googleapis.com/";
 
 /** `type_url` of CDS responses and of each Cluster inside them. */
-export const CLUSTER_TYPE_URL: string = TYPE_PREFIX + ClusterSchema.typeName;
+export const CLUSTER_TYPE_URL: string = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster";
 /** `type_url` of LDS responses and of each Listener inside them. */
-export const LISTENER_TYPE_URL: string = TYPE_PREFIX + ListenerSchema.typeName;
+export const LISTENER_TYPE_URL: string = TYPE_PREFIX + "envoy.config.listener.v3.Listener";
 /** `type_url` of the tcp_proxy filter's `typed_config`. */
-export const TCP_PROXY_TYPE_URL: string = TYPE_PREFIX + TcpProxySchema.typeName;
+export const TCP_PROXY_TYPE_URL: string = TYPE_PREFIX +
+  "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 /** `type_url` of the upstream PROXY protocol transport socket's `typed_config`. */
 export const PROXY_PROTOCOL_TYPE_URL: string = TYPE_PREFIX +
-  ProxyProtocolUpstreamTransportSchema.typeName;
+  "envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport";
 /** `type_url` of the raw_buffer transport socket's `typed_config`. */
-export const RAW_BUFFER_TYPE_URL: string = TYPE_PREFIX + RawBufferSchema.typeName;
+export const RAW_BUFFER_TYPE_URL: string = TYPE_PREFIX +
+  "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 
 /** Envoy extension name of the TCP proxy network filter. */
 export const TCP_PROXY_FILTER_NAME = "envoy.filters.network.tcp_proxy";
@@ -167,18 +149,17 @@ export function statPrefix(routeName: string): string {
  * @example
  * ```ts
  * import { discoveryType } from "./resources.ts";
- * import { Cluster_DiscoveryType } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
- * discoveryType("STRICT_DNS") === Cluster_DiscoveryType.STRICT_DNS; // true
+ * discoveryType("STRICT_DNS"); // 1, Cluster_DiscoveryType.STRICT_DNS
  * ```
  */
 export function discoveryType(clusterType: string): Cluster_DiscoveryType {
   switch (clusterType.toLowerCase()) {
     case "static":
-      return Cluster_DiscoveryType.STATIC;
+      return 0 as Cluster_DiscoveryType.STATIC;
     case "strict_dns":
-      return Cluster_DiscoveryType.STRICT_DNS;
+      return 1 as Cluster_DiscoveryType.STRICT_DNS;
     default:
-      return Cluster_DiscoveryType.LOGICAL_DNS;
+      return 2 as Cluster_DiscoveryType.LOGICAL_DNS;
   }
 }
 
@@ -187,7 +168,7 @@ const DNS_NAME =
   /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
 /** The backend host as Envoy wants it: `[::1]` → `::1`, anything else unchanged. */
-function endpointHost(host: string): string {
+export function endpointHost(host: string): string {
   const m = /^\[(.*)\]$/.exec(host);
   return m && ipVersion(m[1]) === 6 ? m[1] : host;
 }
@@ -222,7 +203,7 @@ export function routeProblem(route: EnvoyRoute): string | null {
     return `backend_host ${JSON.stringify(host)} is neither an IP address nor a DNS name`;
   }
   const clusterType = typeof route.cluster_type === "string" ? route.cluster_type : "";
-  if (discoveryType(clusterType) === Cluster_DiscoveryType.STATIC && !ip) {
+  if (discoveryType(clusterType) === 0 /* STATIC */ && !ip) {
     return `cluster_type static needs an IP address, got backend_host ${JSON.stringify(host)}`;
   }
   const timeout = route.connect_timeout_secs;
@@ -240,140 +221,11 @@ export function routeProblem(route: EnvoyRoute): string | null {
 }
 
 /** Whole seconds and nanos of a positive duration in seconds (nanos rounded, carried into seconds). */
-function durationParts(secs: number): [seconds: number, nanos: number] {
+export function durationParts(secs: number): [seconds: number, nanos: number] {
   const seconds = Math.floor(secs);
   const nanos = Math.round((secs - seconds) * 1e9);
   // Rounding 0.9999999999 up gives 1e9 nanos, which is out of range; carry it.
   return nanos >= 1e9 ? [seconds + 1, 0] : [seconds, nanos];
-}
-
-function duration(secs: number): Duration {
-  const [seconds, nanos] = durationParts(secs);
-  return create(DurationSchema, { seconds: BigInt(seconds), nanos });
-}
-
-function socketAddress(host: string, port: number): Address {
-  return create(AddressSchema, {
-    address: {
-      case: "socketAddress",
-      value: { address: host, portSpecifier: { case: "portValue", value: port } },
-    },
-  });
-}
-
-function proxyProtocolSocket(version: ProxyProtocolConfig_Version): TransportSocket {
-  const rawBuffer = create(TransportSocketSchema, {
-    name: RAW_BUFFER_SOCKET_NAME,
-    configType: { case: "typedConfig", value: anyPack(RawBufferSchema, create(RawBufferSchema)) },
-  });
-  const upstream = create(ProxyProtocolUpstreamTransportSchema, {
-    config: { version },
-    transportSocket: rawBuffer,
-  });
-  return create(TransportSocketSchema, {
-    name: PROXY_PROTOCOL_SOCKET_NAME,
-    configType: {
-      case: "typedConfig",
-      value: anyPack(ProxyProtocolUpstreamTransportSchema, upstream),
-    },
-  });
-}
-
-// The two PROXY protocol sockets are constants; build them once and share them (read-only).
-const PROXY_PROTOCOL_SOCKETS: Readonly<Record<1 | 2, TransportSocket>> = {
-  1: proxyProtocolSocket(ProxyProtocolConfig_Version.V1),
-  2: proxyProtocolSocket(ProxyProtocolConfig_Version.V2),
-};
-
-/**
- * The upstream transport socket for a route's `proxy_protocol` (1 → v1, 2 → v2, with a
- * raw_buffer socket inside), or `undefined` for 0. The returned message is shared: do not
- * mutate it.
- *
- * @example
- * ```ts
- * import { proxyProtocolTransportSocket } from "./resources.ts";
- * proxyProtocolTransportSocket(2)?.name; // "envoy.transport_sockets.upstream_proxy_protocol"
- * ```
- */
-export function proxyProtocolTransportSocket(proxyProtocol: number): TransportSocket | undefined {
-  return proxyProtocol === 1 || proxyProtocol === 2
-    ? PROXY_PROTOCOL_SOCKETS[proxyProtocol]
-    : undefined;
-}
-
-/**
- * The Cluster message of one route. The caller must have checked the route with
- * {@linkcode routeProblem} (`buildResources` does); an unchecked route may yield a Cluster
- * Envoy rejects.
- *
- * @example
- * ```ts
- * import { buildCluster } from "./resources.ts";
- * const cluster = buildCluster({
- *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
- *   backend_host: "app.internal", backend_port: 8080, cluster_type: "strict_dns",
- *   connect_timeout_secs: 3, proxy_protocol: 0, source: "dynamic", status: "active",
- * });
- * cluster.name; // "cluster-web"
- * ```
- */
-export function buildCluster(route: EnvoyRoute): Cluster {
-  const name = clusterName(route.name);
-  return create(ClusterSchema, {
-    name,
-    clusterDiscoveryType: { case: "type", value: discoveryType(route.cluster_type) },
-    connectTimeout: duration(route.connect_timeout_secs),
-    loadAssignment: create(ClusterLoadAssignmentSchema, {
-      clusterName: name,
-      endpoints: [{
-        lbEndpoints: [{
-          hostIdentifier: {
-            case: "endpoint",
-            value: {
-              address: socketAddress(
-                endpointHost(route.backend_host ?? ""),
-                route.backend_port ?? 0,
-              ),
-            },
-          },
-        }],
-      }],
-    }),
-    transportSocket: proxyProtocolTransportSocket(route.proxy_protocol),
-  });
-}
-
-/**
- * The Listener message of one route: `0.0.0.0:<listen_port>`, one filter chain with one
- * tcp_proxy filter forwarding to the route's cluster.
- *
- * @example
- * ```ts
- * import { buildListener } from "./resources.ts";
- * const listener = buildListener({
- *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
- *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
- *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
- * });
- * listener.name; // "listener-web"
- * ```
- */
-export function buildListener(route: EnvoyRoute): Listener {
-  const tcpProxy = create(TcpProxySchema, {
-    statPrefix: statPrefix(route.name),
-    clusterSpecifier: { case: "cluster", value: clusterName(route.name) },
-  });
-  return create(ListenerSchema, {
-    name: listenerName(route.name),
-    address: socketAddress("0.0.0.0", route.listen_port),
-    filterChains: [{
-      filters: [{
-        name: TCP_PROXY_FILTER_NAME,
-        configType: { case: "typedConfig", value: anyPack(TcpProxySchema, tcpProxy) },
-      }],
-    }],
-  });
 }
 
 /**
@@ -394,7 +246,7 @@ class Resource implements BuiltResource {
   }
 
   get any(): Any {
-    return create(AnySchema, { typeUrl: this.typeUrl, value: this.bytes });
+    return { $typeName: "google.protobuf.Any", typeUrl: this.typeUrl, value: this.bytes };
   }
 
   get hash(): string {
@@ -404,26 +256,16 @@ class Resource implements BuiltResource {
 }
 
 /**
- * Serializes a message once into a {@linkcode BuiltResource}.
+ * A {@linkcode BuiltResource} of already serialized bytes.
  *
  * @example
  * ```ts
- * import { builtResource, buildCluster } from "./resources.ts";
- * import { ClusterSchema } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
- * const route = {
- *   id: "r1", envoy_node_id: "n1", name: "web", listen_port: 10080,
- *   backend_host: "10.0.0.5", backend_port: 8080, cluster_type: "static",
- *   connect_timeout_secs: 5, proxy_protocol: 0, source: "dynamic", status: "active",
- * };
- * const res = builtResource(ClusterSchema, buildCluster(route));
- * res.typeUrl; // "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ * import { CLUSTER_TYPE_URL, resourceOf } from "./resources.ts";
+ * resourceOf("cluster-web", CLUSTER_TYPE_URL, new Uint8Array([10, 0])).typeUrl;
  * ```
  */
-export function builtResource<Desc extends DescMessage>(
-  schema: Desc,
-  message: MessageShape<Desc> & { name: string },
-): BuiltResource {
-  return new Resource(message.name, TYPE_PREFIX + schema.typeName, toBinary(schema, message));
+export function resourceOf(name: string, typeUrl: string, bytes: Uint8Array): BuiltResource {
+  return new Resource(name, typeUrl, bytes);
 }
 
 // ─── Direct encoding ───
@@ -448,9 +290,44 @@ function textField(t: Text): number {
 }
 
 // The encoded transport sockets (field 24 of a Cluster) for proxy_protocol 1 and 2.
+// TransportSocket{1 name, 3 typed_config: Any{1 type_url, 2 value: ProxyProtocolUpstreamTransport{
+//   1 config: ProxyProtocolConfig{1 version (V1 = 0 is the default, so omitted)},
+//   2 transport_socket: TransportSocket{1 name: raw_buffer, 3 Any{1 type_url} (RawBuffer is empty)}}}}
+function proxyProtocolSocketBytes(version: 0 | 1): Uint8Array {
+  const str = (field: number, s: string) => lenBytes(field, utf8Encoder.encode(s));
+  const raw = concat(
+    str(1, RAW_BUFFER_SOCKET_NAME),
+    lenBytes(3, str(1, RAW_BUFFER_TYPE_URL)),
+  );
+  const upstream = concat(
+    lenBytes(1, version === 0 ? new Uint8Array(0) : new Uint8Array([8, version])),
+    lenBytes(2, raw),
+  );
+  const any = concat(str(1, PROXY_PROTOCOL_TYPE_URL), lenBytes(2, upstream));
+  return concat(str(1, PROXY_PROTOCOL_SOCKET_NAME), lenBytes(3, any));
+}
+
+/** A length-delimited field (field numbers below 16, lengths below 16 KiB: all that is used here). */
+function lenBytes(field: number, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + varintSize(payload.length) + payload.length);
+  const c = new ProtoCursor(out);
+  c.field(field, payload, true);
+  return out;
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
 const PROXY_PROTOCOL_SOCKET_BYTES: Readonly<Record<1 | 2, Uint8Array>> = {
-  1: toBinary(TransportSocketSchema, PROXY_PROTOCOL_SOCKETS[1]),
-  2: toBinary(TransportSocketSchema, PROXY_PROTOCOL_SOCKETS[2]),
+  1: proxyProtocolSocketBytes(0),
+  2: proxyProtocolSocketBytes(1),
 };
 const TCP_PROXY_TYPE_URL_TEXT = text(TCP_PROXY_TYPE_URL);
 const TCP_PROXY_FILTER_TEXT = text(TCP_PROXY_FILTER_NAME);

@@ -26,10 +26,6 @@
  */
 
 import { setImmediate } from "node:timers";
-import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import { AggregatedDiscoveryService } from "../../proto/gen/envoy/service/discovery/v3/ads_pb.ts";
-import { ClusterDiscoveryService } from "../../proto/gen/envoy/service/cluster/v3/cds_pb.ts";
-import { ListenerDiscoveryService } from "../../proto/gen/envoy/service/listener/v3/lds_pb.ts";
 import { VERSION } from "../core/config.ts";
 import type { Logger } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
@@ -119,24 +115,24 @@ interface LiveStream {
   closed: boolean;
 }
 
-function methodPath(service: GenService<never>, localName: string): string {
-  const method = (service.method as Record<string, { name: string }>)[localName];
-  return `/${service.typeName}/${method.name}`;
-}
-
-/** The HTTP/2 paths of every xDS method we serve (clients in tests and the benchmark use them). */
+/**
+ * The HTTP/2 paths of every xDS method we serve (clients in tests and the benchmark use them).
+ * Written out rather than read from the generated service descriptors, which would load
+ * protobuf-es into the agent; `tests/xds/server_paths_test.ts` checks them against the
+ * descriptors.
+ */
 export const XDS_METHOD_PATHS = {
   ads: {
-    sotw: methodPath(AggregatedDiscoveryService as GenService<never>, "streamAggregatedResources"),
-    delta: methodPath(AggregatedDiscoveryService as GenService<never>, "deltaAggregatedResources"),
+    sotw: "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    delta: "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
   },
   cds: {
-    sotw: methodPath(ClusterDiscoveryService as GenService<never>, "streamClusters"),
-    delta: methodPath(ClusterDiscoveryService as GenService<never>, "deltaClusters"),
+    sotw: "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
+    delta: "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters",
   },
   lds: {
-    sotw: methodPath(ListenerDiscoveryService as GenService<never>, "streamListeners"),
-    delta: methodPath(ListenerDiscoveryService as GenService<never>, "deltaListeners"),
+    sotw: "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
+    delta: "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners",
   },
 } as const;
 

@@ -13,9 +13,8 @@ import { AnySchema } from "@bufbuild/protobuf/wkt";
 import { ClusterSchema } from "../../proto/gen/envoy/config/cluster/v3/cluster_pb.ts";
 import { ListenerSchema } from "../../proto/gen/envoy/config/listener/v3/listener_pb.ts";
 import type { EnvoyRoute } from "../../lib/api/types.ts";
+import { buildCluster, buildListener } from "../../lib/xds/messages.ts";
 import {
-  buildCluster,
-  buildListener,
   buildResources,
   CLUSTER_TYPE_URL,
   clusterName,
