@@ -126,49 +126,43 @@ Deno.test("poller: a 429 pauses every fetch together for its Retry-After, then t
   }
 });
 
-Deno.test("poller: a Retry-After longer than the interval ends the poll; the loop waits for it", async () => {
-  const { dev, vpsId } = await fleet(3, 1);
+/**
+ * Runs the poller loop (100 ms interval) for 1.2 s while the API answers 429 with `Retry-After: 2`
+ * on paths starting with `pathPrefix`; returns the requests made and the last poll.
+ */
+async function pollUnder429(nodes: number, pathPrefix: string) {
+  const { dev, vpsId } = await fleet(nodes, 1);
   const dir = await Deno.makeTempDir();
   const { poller: p, stop } = poller(dev, vpsId, new StateStore(dir), { intervalMs: 100 });
   try {
-    dev.fault = { status: 429, retryAfter: "2", pathPrefix: "/envoy-routes" };
+    dev.fault = { status: 429, retryAfter: "2", pathPrefix };
     const start = dev.requests.length;
     const running = p.run();
     await new Promise((r) => setTimeout(r, 1200));
     const made = dev.requests.slice(start);
-    // One poll: its node page and the route fetches in flight when the 429s came back; then
-    // quiet for 2 s although the interval is 100 ms.
-    assert.equal(made.filter((r) => r.path === "/api/envoy-nodes").length, 1);
-    assert.equal(p.lastPoll?.result, "failure");
-    assert.match(p.lastPoll?.error ?? "", /429/);
     stop();
     await running;
+    return { made, lastPoll: p.lastPoll };
   } finally {
     stop();
     dev.fault = undefined;
     await dev.close();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("poller: a Retry-After longer than the interval ends the poll; the loop waits for it", async () => {
+  const { made, lastPoll } = await pollUnder429(3, "/envoy-routes");
+  // One poll: its node page and the route fetches in flight when the 429s came back; then
+  // quiet for 2 s although the interval is 100 ms.
+  assert.equal(made.filter((r) => r.path === "/api/envoy-nodes").length, 1);
+  assert.equal(lastPoll?.result, "failure");
+  assert.match(lastPoll?.error ?? "", /429/);
 });
 
 Deno.test("poller: a 429 on the node list also holds the next poll back for its Retry-After", async () => {
-  const { dev, vpsId } = await fleet(2, 1);
-  const dir = await Deno.makeTempDir();
-  const { poller: p, stop } = poller(dev, vpsId, new StateStore(dir), { intervalMs: 100 });
-  try {
-    dev.fault = { status: 429, retryAfter: "2", pathPrefix: "/envoy-nodes" };
-    const start = dev.requests.length;
-    const running = p.run();
-    await new Promise((r) => setTimeout(r, 1200));
-    assert.equal(dev.requests.slice(start).length, 1, "one node-list request, then quiet");
-    stop();
-    await running;
-  } finally {
-    stop();
-    dev.fault = undefined;
-    await dev.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  const { made } = await pollUnder429(2, "/envoy-nodes");
+  assert.equal(made.length, 1, "one node-list request, then quiet");
 });
 
 Deno.test("poller: only changed routes are encoded again; unchanged resources keep their objects", async () => {
