@@ -36,6 +36,11 @@ export async function run(
   return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
 }
 
+/** curl's arguments to trust `ca` and present the client certificate `cert` with its `key`. */
+function tlsClient(ca: string, cert: string, key: string): string[] {
+  return ["--cacert", ca, "--cert", cert, "--key", key];
+}
+
 /** `curl` against the agent: status code (0 when no HTTP response), headers, body. */
 export async function curl(
   url: string,
@@ -120,7 +125,7 @@ Deno.test("web config: TLS 1.3 + client certificates + basic auth + headers on t
     "--allocate-token=alloc-token-1",
   ]);
   const url = (path: string) => `https://localhost:${port}${path}`;
-  const tlsArgs = ["--cacert", certs.caCert, "--cert", certs.clientCert, "--key", certs.clientKey];
+  const tlsArgs = tlsClient(certs.caCert, certs.clientCert, certs.clientKey);
   const auth = ["-u", `prometheus:${PASSWORD}`];
   try {
     await waitFor(() => curl(url("/healthz"), tlsArgs).then((r) => r.status === 200), {
@@ -143,14 +148,7 @@ Deno.test("web config: TLS 1.3 + client certificates + basic auth + headers on t
     assert.equal((await curl(url("/metrics"), [...tlsArgs, ...auth])).status, 200);
     assert.equal((await curl(url("/healthz"), ["--cacert", certs.caCert])).status, 0);
     assert.equal(await handshake(port, ["-tls1_3", "-CAfile", certs.caCert]), undefined);
-    const wrongCa = [
-      "--cacert",
-      certs.caCert,
-      "--cert",
-      certs.otherClientCert,
-      "--key",
-      certs.otherClientKey,
-    ];
+    const wrongCa = tlsClient(certs.caCert, certs.otherClientCert, certs.otherClientKey);
     assert.equal((await curl(url("/healthz"), wrongCa)).status, 0);
     assert.equal(
       await handshake(port, [
@@ -255,14 +253,7 @@ Deno.test("web config: TLS 1.3 + client certificates + basic auth + headers on t
     makeLeaf(certs.dir, "server-new", "other-ca", "serverAuth");
     Deno.renameSync(`${certs.dir}/server-new.key`, certs.serverKey);
     Deno.renameSync(`${certs.dir}/server-new.crt`, certs.serverCert);
-    const newCa = [
-      "--cacert",
-      certs.otherCaCert,
-      "--cert",
-      certs.clientCert,
-      "--key",
-      certs.clientKey,
-    ];
+    const newCa = tlsClient(certs.otherCaCert, certs.clientCert, certs.clientKey);
     assert.equal((await curl(url("/healthz"), newCa)).status, 200);
     assert.equal((await curl(url("/healthz"), tlsArgs)).status, 0, "old CA no longer matches");
   } finally {
@@ -294,25 +285,14 @@ Deno.test("web config: VerifyClientCertIfGiven and TLS 1.2 — no certificate is
     assert.equal(await handshake(port, ["-tls1_2", "-CAfile", certs.caCert]), "TLSv1.2");
     assert.equal(await handshake(port, ["-tls1_3", "-CAfile", certs.caCert]), "TLSv1.3");
     assert.equal(
-      (await curl(url, [
-        "--cacert",
-        certs.caCert,
-        "--cert",
-        certs.clientCert,
-        "--key",
-        certs.clientKey,
-      ]))
+      (await curl(url, tlsClient(certs.caCert, certs.clientCert, certs.clientKey)))
         .status,
       200,
     );
-    const wrong = await curl(url, [
-      "--cacert",
-      certs.caCert,
-      "--cert",
-      certs.otherClientCert,
-      "--key",
-      certs.otherClientKey,
-    ]);
+    const wrong = await curl(
+      url,
+      tlsClient(certs.caCert, certs.otherClientCert, certs.otherClientKey),
+    );
     assert.equal(wrong.status, 0, "a certificate from another CA is refused");
     // No basic_auth_users: no credentials needed.
     assert.equal((await curl(url, ["--cacert", certs.caCert])).status, 200);
