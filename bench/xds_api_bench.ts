@@ -37,6 +37,7 @@ const { values } = parseArgs({
     routes: { type: "string", default: "10" },
     rounds: { type: "string", default: "7" },
     partial: { type: "string", default: "100" },
+    "agent-flags": { type: "string", default: "" },
   },
 });
 const NODES = Number(values.nodes), ROUTES = Number(values.routes);
@@ -143,14 +144,35 @@ function change(count: number): number {
 // ───────────────────────────── the run ─────────────────────────────
 
 const apiPort = freePort();
+const METRICS_PORT = freePort();
+/** Prints the agent's own memory figures from `/metrics` (BENCH_DEBUG). */
+async function heap(label: string): Promise<void> {
+  if (!debug) return;
+  const text = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
+  const mb = (name: string) => {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text);
+    return m ? (Number(m[1]) / MB).toFixed(1) : "?";
+  };
+  console.error(
+    `  [${label}] RSS ${mb("process_resident_memory_bytes")} MB, JS heap in use ${
+      mb("process_heap_bytes")
+    } MB`,
+  );
+}
 const server = Deno.serve({ hostname: "127.0.0.1", port: apiPort, onListen: () => {} }, handle);
 const xdsPort = freePort();
 const stateDir = await Deno.makeTempDir({ prefix: "sigma-bench-xds-api-" });
+const agentEnv: Record<string, string> = {};
+for (const [k, v] of Object.entries(Deno.env.toObject())) {
+  if (k.startsWith("MALLOC_")) agentEnv[k] = v;
+}
 const agent = await spawnAgent({
   stateDir,
+  env: agentEnv,
+  denoFlags: values["agent-flags"].split(" ").filter(Boolean),
   args: [
     `--api-url=http://127.0.0.1:${apiPort}/api`,
-    `--metrics-port=${freePort()}`,
+    `--metrics-port=${METRICS_PORT}`,
     "--metrics-addr=127.0.0.1",
     "--xds-enabled",
     `--xds-port=${xdsPort}`,
@@ -198,6 +220,7 @@ try {
     nodes.push(n);
     byRow.set(row.id, n);
   }
+  await heap("idle");
   const idle = procStat(pid);
   const t0 = now();
   await waitFor(async () => (await savedAt()) > 0, {
@@ -207,6 +230,7 @@ try {
   const firstLoadMs = now() - t0;
   await settle(3000);
   const loaded = procStat(pid);
+  await heap("loaded");
 
   // Change rounds with no stream connected: the poller's own cost per changed node.
   const quietCpu: number[] = [];
@@ -220,6 +244,7 @@ try {
   }
   await settle(2000);
   const snapshots = procStat(pid);
+  await heap("after quiet rounds");
 
   const client = spawnClient("xds", xdsPort, NODES, String(nodes[0].version));
   try {
@@ -268,6 +293,7 @@ try {
     const some = PARTIAL > 0 && PARTIAL < NODES ? await run(PARTIAL) : [];
     await settle(3000);
     const after = procStat(pid);
+    await heap("after rounds");
 
     const pagesPerPoll = Math.ceil(NODES / 100);
     const rows: [string, string, string, boolean | undefined][] = [];
@@ -357,6 +383,8 @@ try {
   }
 } finally {
   await agent.stop();
+  const keep = Deno.env.get("BENCH_AGENT_STDOUT");
+  if (keep) await Deno.writeTextFile(keep, agent.stdout());
   await server.shutdown();
   await Deno.remove(stateDir, { recursive: true });
 }

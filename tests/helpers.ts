@@ -97,6 +97,11 @@ export interface SpawnOptions {
   etcDir?: string;
   /** Run this executable (a compiled binary) instead of `deno run <flags> main.ts`. */
   binary?: string;
+  /**
+   * Extra `deno run` flags after the real ones (benchmarks trying V8 settings: a later
+   * `--v8-flags` value wins over the permissions file's).
+   */
+  denoFlags?: string[];
 }
 
 /**
@@ -109,6 +114,7 @@ export async function spawnAgent(opts: SpawnOptions): Promise<AgentProcess> {
     "run",
     "--quiet",
     ...agentPermissionFlags({ stateDir, envoyDir: opts.envoyDir, etcDir: opts.etcDir }),
+    ...(opts.denoFlags ?? []),
     `${ROOT}main.ts`,
     ...opts.args,
   ];

@@ -59,11 +59,18 @@ export class StateStore {
    * Writes `text` (already serialized JSON) to `name` atomically: for callers that build a large
    * document from pieces they keep, instead of serializing everything again.
    */
-  async writeText(name: string, text: string): Promise<void> {
+  writeText(name: string, text: string): Promise<void> {
+    return this.writeBytes(name, new TextEncoder().encode(text));
+  }
+
+  /**
+   * Writes `data` (UTF-8 JSON) to `name` atomically: for callers that keep their pieces as bytes
+   * and join them with one copy, so a large document is never a string to encode again.
+   */
+  async writeBytes(name: string, data: Uint8Array): Promise<void> {
     await this.ensureDir();
     const final = this.path(name);
     const tmp = `${final}.tmp-${crypto.randomUUID()}`;
-    const data = new TextEncoder().encode(text);
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
       let off = 0;

@@ -23,6 +23,7 @@ import {
   type BuiltResources,
   CLUSTER_TYPE_URL,
   LISTENER_TYPE_URL,
+  listenerCluster,
 } from "./resources.ts";
 
 /** The resource kinds we serve, used as metric labels too. */
@@ -59,6 +60,11 @@ export function typeOfUrl(typeUrl: string): XdsType | undefined {
  */
 export type XdsResource = BuiltResource;
 
+/** Listener name → the cluster names it forwards to (`undefined`: not known). */
+export interface ListenerClusters {
+  get(listener: string): readonly string[] | undefined;
+}
+
 /** Everything one node should have at one version. */
 export interface Snapshot {
   readonly nodeId: string;
@@ -70,7 +76,7 @@ export interface Snapshot {
    * The clusters each listener forwards to. A listener missing here is treated as possibly using
    * any cluster (its LDS push always waits for the CDS ACK).
    */
-  readonly listenerClusters: ReadonlyMap<string, readonly string[]>;
+  readonly listenerClusters: ListenerClusters;
   /** `performance.now()` when the snapshot was installed (push latency). */
   readonly installedAt: number;
   /** Wall-clock ms when the snapshot was installed. */
@@ -84,7 +90,7 @@ export interface SnapshotInput {
   clusters: readonly XdsResource[];
   listeners: readonly XdsResource[];
   /** Listener name → cluster names it uses (see {@linkcode Snapshot.listenerClusters}). */
-  listenerClusters?: ReadonlyMap<string, readonly string[]>;
+  listenerClusters?: ListenerClusters;
 }
 
 /**
@@ -102,18 +108,28 @@ export function snapshotInput(
   version: string,
   built: BuiltResources,
 ): SnapshotInput {
-  const listenerClusters = new Map<string, readonly string[]>();
-  if (built.clusters.length === built.listeners.length) {
-    built.listeners.forEach((l, i) => listenerClusters.set(l.name, [built.clusters[i].name]));
-  }
   return {
     nodeId,
     version,
     clusters: built.clusters,
     listeners: built.listeners,
-    listenerClusters,
+    listenerClusters: built.clusters.length === built.listeners.length ? PAIRED : UNKNOWN,
   };
 }
+
+/**
+ * Builder output pairs each listener with its route's cluster, which the names tell: answered
+ * from the name rather than kept as a map per node (a thousand nodes, a thousand maps).
+ */
+const PAIRED: ListenerClusters = {
+  get(listener) {
+    const cluster = listenerCluster(listener);
+    return cluster === undefined ? undefined : [cluster];
+  },
+};
+
+/** Nothing known: every listener is treated as possibly using any cluster. */
+const UNKNOWN: ListenerClusters = { get: () => undefined };
 
 /**
  * Equal type and bytes: what equal hashes mean, without hashing.
@@ -188,7 +204,7 @@ export class SnapshotCache {
       nodeId: input.nodeId,
       version: input.version,
       resources: { cds: intern("cds", input.clusters), lds: intern("lds", input.listeners) },
-      listenerClusters: input.listenerClusters ?? new Map(),
+      listenerClusters: input.listenerClusters ?? UNKNOWN,
       installedAt: performance.now(),
       installedAtMs: Date.now(),
     };

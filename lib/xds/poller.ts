@@ -100,16 +100,22 @@ interface NodeSource {
 }
 
 /**
- * What the poller keeps of a node: its source as the JSON persisted for it, written once when the
- * node changes. A poll's durable write joins these strings instead of serializing every node
- * again, and a JSON string is smaller than the route objects it holds; they are parsed back only
- * when the node changes again (to reuse the resources of unchanged routes).
+ * What the poller keeps of a node: its part of the persisted document (`"<node id>":<source
+ * JSON>`) as UTF-8 bytes, made once when the node changes. A poll's durable write copies these
+ * into one buffer instead of serializing and encoding every node again, and the bytes are smaller
+ * than the route objects they hold; the routes are parsed back only when the node changes again
+ * (to reuse the resources of unchanged routes).
  */
 interface KnownNode {
   id: string;
   version: string;
-  json: string;
+  entry: Uint8Array;
+  /** Where the source JSON starts in `entry` (after the node id and the colon). */
+  sourceAt: number;
 }
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
 
 /** The persisted file. */
 interface SnapshotFile {
@@ -131,23 +137,6 @@ export interface PollStatus {
 /** API errors that mean "the API as a whole is unwell": stop this poll instead of trying every node. */
 function isApiWide(e: unknown): boolean {
   return e instanceof ApiError && ["network", "timeout", "rate_limited", "server"].includes(e.kind);
-}
-
-/** The fields of a route that are kept and persisted (API extras such as timestamps are not). */
-function slim(r: EnvoyRoute): EnvoyRoute {
-  return {
-    id: r.id,
-    envoy_node_id: r.envoy_node_id,
-    name: r.name,
-    listen_port: r.listen_port,
-    backend_host: r.backend_host,
-    backend_port: r.backend_port,
-    cluster_type: r.cluster_type,
-    connect_timeout_secs: r.connect_timeout_secs,
-    proxy_protocol: r.proxy_protocol,
-    source: r.source,
-    status: r.status,
-  };
 }
 
 function describe(e: unknown): string {
@@ -346,8 +335,7 @@ export class SnapshotPoller {
         }
         if (routes === undefined || o.signal.aborted) continue;
         // The API filters already; a defensive second filter costs nothing.
-        const kept = routes.filter((r) => r.status === "active" && r.source === "dynamic")
-          .map(slim);
+        const kept = routes.filter((r) => r.status === "active" && r.source === "dynamic");
         this.#install(node.node_id, {
           id: node.id,
           version: String(node.config_version),
@@ -373,7 +361,8 @@ export class SnapshotPoller {
     const snap = this.#o.cache.get(nodeId);
     if (!known || !snap) return undefined;
     const before = new Map<string, EnvoyRoute>();
-    for (const r of (JSON.parse(known.json) as NodeSource).routes) {
+    const source = utf8Decoder.decode(known.entry.subarray(known.sourceAt));
+    for (const r of (JSON.parse(source) as NodeSource).routes) {
       if (typeof r.name === "string") before.set(r.name, r);
     }
     return (route) => {
@@ -398,22 +387,35 @@ export class SnapshotPoller {
       });
     }
     this.#o.cache.set(snapshotInput(nodeId, src.version, built));
-    this.#sources.set(nodeId, { id: src.id, version: src.version, json: JSON.stringify(src) });
+    const key = JSON.stringify(nodeId) + ":";
+    const entry = utf8.encode(key + JSON.stringify(src));
+    // Node ids are ASCII in practice: then the key's length is its UTF-8 length.
+    const sourceAt = /[^ -~]/.test(key) ? utf8.encode(key).length : key.length;
+    this.#sources.set(nodeId, { id: src.id, version: src.version, entry, sourceAt });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
   }
 
   async #persist(): Promise<void> {
-    // The same document as JSON.stringify({ format, saved_at, nodes }), from the kept pieces.
-    const nodes: string[] = [];
-    for (const [nodeId, known] of this.#sources) {
-      nodes.push(`${JSON.stringify(nodeId)}:${known.json}`);
+    // The same document as JSON.stringify({ format, saved_at, nodes }), copied from the kept
+    // pieces into one buffer.
+    const head = utf8.encode(
+      `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{`,
+    );
+    let size = head.length + 2 + Math.max(0, this.#sources.size - 1);
+    for (const known of this.#sources.values()) size += known.entry.length;
+    const file = new Uint8Array(size);
+    file.set(head);
+    let at = head.length;
+    for (const known of this.#sources.values()) {
+      if (at > head.length) file[at++] = 0x2c; // ,
+      file.set(known.entry, at);
+      at += known.entry.length;
     }
-    const file = `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{${
-      nodes.join(",")
-    }}}`;
+    file[at++] = 0x7d; // }
+    file[at++] = 0x7d;
     try {
-      await this.#o.store.writeText(SNAPSHOT_FILE, file);
+      await this.#o.store.writeBytes(SNAPSHOT_FILE, file);
     } catch (e) {
       this.#o.log.warn("xds: could not persist snapshots", {
         file: SNAPSHOT_FILE,

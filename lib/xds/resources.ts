@@ -129,6 +129,24 @@ export function listenerName(routeName: string): string {
 }
 
 /**
+ * The Cluster a built Listener forwards to: the one of the same route. `undefined` for a name the
+ * builders never give a listener.
+ *
+ * @example
+ * ```ts
+ * import { listenerCluster } from "./resources.ts";
+ * listenerCluster("listener-web"); // "cluster-web"
+ * ```
+ */
+export function listenerCluster(listener: string): string | undefined {
+  return listener.startsWith(LISTENER_PREFIX)
+    ? clusterName(listener.slice(LISTENER_PREFIX.length))
+    : undefined;
+}
+
+const LISTENER_PREFIX = listenerName("");
+
+/**
  * `stat_prefix` of a route's tcp_proxy filter.
  *
  * @example
@@ -446,21 +464,26 @@ function writeListener(c: ProtoCursor, p: Plan): void {
 }
 
 /**
- * The Cluster and Listener of each checked route, serialized into one buffer per route (the two
- * resources are views of it: one allocation per route, and a resource kept across snapshots pins
- * no more than its own route's bytes), without validation.
+ * The Cluster and Listener of each checked route, serialized into one buffer for all of them (the
+ * resources are views of it), without validation. One allocation per node build rather than per
+ * route: each ArrayBuffer costs a few hundred bytes beside its contents. A resource kept across
+ * snapshots keeps its build's buffer, so a node pins at most one buffer per live route.
  */
 function encodeRoutes(routes: readonly EnvoyRoute[]): [BuiltResource, BuiltResource][] {
-  return routes.map((route) => {
-    const p = plan(route);
-    const buf = new Uint8Array(p.clusterSize + p.listenerSize);
-    const c = new ProtoCursor(buf);
+  const plans = routes.map(plan);
+  let size = 0;
+  for (const p of plans) size += p.clusterSize + p.listenerSize;
+  const buf = new Uint8Array(size);
+  const c = new ProtoCursor(buf);
+  return plans.map((p, i) => {
+    const start = c.off;
     writeCluster(c, p);
     const mid = c.off;
     writeListener(c, p);
+    const name = routes[i].name;
     return [
-      new Resource(clusterName(route.name), CLUSTER_TYPE_URL, buf.subarray(0, mid)),
-      new Resource(listenerName(route.name), LISTENER_TYPE_URL, buf.subarray(mid)),
+      new Resource(clusterName(name), CLUSTER_TYPE_URL, buf.subarray(start, mid)),
+      new Resource(listenerName(name), LISTENER_TYPE_URL, buf.subarray(mid, c.off)),
     ];
   });
 }

@@ -24,9 +24,9 @@ import { changeAll, fleet } from "../support/fleet.ts";
 /** A StateStore that counts its (real) writes. */
 class CountingStore extends StateStore {
   writes = 0;
-  override writeText(name: string, text: string): Promise<void> {
+  override writeBytes(name: string, data: Uint8Array): Promise<void> {
     this.writes++;
-    return super.writeText(name, text);
+    return super.writeBytes(name, data);
   }
 }
 
@@ -185,6 +185,39 @@ Deno.test("poller: only changed routes are encoded again; unchanged resources ke
         } else assert.equal(res, before.resources[type].get(name), `${name} kept`);
       }
     }
+  } finally {
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("poller: a node id outside ASCII is kept, persisted and reused like any other", async () => {
+  const { dev, vpsId, rows } = await fleet(1, 4);
+  const dir = await Deno.makeTempDir();
+  try {
+    // Multi-byte UTF-8 and a character JSON escapes: where the kept bytes of the node begin.
+    dev.nodes[0].node_id = "edge-ü-東京-\"q\"";
+    const { poller: p, cache } = poller(dev, vpsId, new StateStore(dir));
+    assert.equal((await p.pollOnce()).rebuilt, 1);
+    const before = cache.get(dev.nodes[0].node_id)!;
+    const changed = dev.routes.find((r) => r.envoy_node_id === rows[0] && r.name === "n0-r1")!;
+    changed.backend_port = 9999;
+    dev.bumpVersion(rows[0]);
+    const status = await p.pollOnce();
+    assert.equal(status.result, "success", status.error);
+    const after = cache.get(dev.nodes[0].node_id)!;
+    assert.equal(
+      after.resources.cds.get("cluster-n0-r0"),
+      before.resources.cds.get("cluster-n0-r0"),
+      "an unchanged route of the node kept its resource",
+    );
+    const file = JSON.parse(await Deno.readTextFile(`${dir}/${SNAPSHOT_FILE}`));
+    assert.deepEqual(Object.keys(file.nodes), [dev.nodes[0].node_id]);
+    assert.equal(
+      file.nodes[dev.nodes[0].node_id].routes.find((r: { name: string }) => r.name === "n0-r1")
+        .backend_port,
+      9999,
+    );
   } finally {
     await dev.close();
     await Deno.remove(dir, { recursive: true });
