@@ -196,7 +196,7 @@ Deno.test("poller: a node id outside ASCII is kept, persisted and reused like an
   const dir = await Deno.makeTempDir();
   try {
     // Multi-byte UTF-8 and a character JSON escapes: where the kept bytes of the node begin.
-    dev.nodes[0].node_id = "edge-ü-東京-\"q\"";
+    dev.nodes[0].node_id = 'edge-ü-東京-"q"';
     const { poller: p, cache } = poller(dev, vpsId, new StateStore(dir));
     assert.equal((await p.pollOnce()).rebuilt, 1);
     const before = cache.get(dev.nodes[0].node_id)!;
