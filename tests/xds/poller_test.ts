@@ -204,7 +204,7 @@ Deno.test("poller: a node id outside ASCII is kept, persisted and reused like an
     changed.backend_port = 9999;
     dev.bumpVersion(rows[0]);
     const status = await p.pollOnce();
-    assert.equal(status.result, "success", status.error);
+    assert.equal(status.result, "success", status.error ?? "");
     const after = cache.get(dev.nodes[0].node_id)!;
     assert.equal(
       after.resources.cds.get("cluster-n0-r0"),
