@@ -13,6 +13,11 @@
  * @module
  */
 
+/** Size of the buffer {@linkcode StateStore.writeParts} encodes through. */
+const PART_BUFFER_BYTES = 64 * 1024;
+
+const encoder = new TextEncoder();
+
 /** Reads and writes JSON documents in one directory. */
 export class StateStore {
   readonly dir: string;
@@ -64,21 +69,57 @@ export class StateStore {
   }
 
   /**
-   * Writes `data` (UTF-8 JSON) to `name` atomically: for callers that keep their pieces as bytes
-   * and join them with one copy, so a large document is never a string to encode again.
+   * Writes `data` (UTF-8 JSON) to `name` atomically.
    */
-  async writeBytes(name: string, data: Uint8Array): Promise<void> {
+  writeBytes(name: string, data: Uint8Array): Promise<void> {
+    return this.#writeAtomically(name, async (file) => {
+      let off = 0;
+      while (off < data.length) off += await file.write(data.subarray(off));
+    });
+  }
+
+  /**
+   * Writes the concatenation of `parts` (already serialized JSON) to `name` atomically, encoding
+   * them through one small reused buffer: a large document assembled from pieces its caller keeps
+   * is never built as one string or one byte array.
+   */
+  writeParts(name: string, parts: Iterable<string>): Promise<void> {
+    return this.#writeAtomically(name, async (file) => {
+      const buf = new Uint8Array(PART_BUFFER_BYTES);
+      let used = 0;
+      const flush = async () => {
+        let off = 0;
+        while (off < used) off += await file.write(buf.subarray(off, used));
+        used = 0;
+      };
+      for (let part of parts) {
+        while (part.length > 0) {
+          // A UTF-16 unit is at most 3 UTF-8 bytes: flush first when the part might not fit.
+          if (PART_BUFFER_BYTES - used < 4) await flush();
+          const { read, written } = encoder.encodeInto(part, buf.subarray(used));
+          used += written;
+          part = part.slice(read);
+          if (part.length > 0) await flush();
+        }
+      }
+      await flush();
+    });
+  }
+
+  async #writeAtomically(name: string, fill: (file: Deno.FsFile) => Promise<void>): Promise<void> {
     await this.ensureDir();
     const final = this.path(name);
     const tmp = `${final}.tmp-${crypto.randomUUID()}`;
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
-      let off = 0;
-      while (off < data.length) off += await file.write(data.subarray(off));
+      await fill(file);
       await file.sync();
-    } finally {
+    } catch (e) {
       file.close();
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
     }
+    file.close();
     try {
       await Deno.rename(tmp, final);
     } catch (e) {

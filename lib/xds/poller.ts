@@ -100,22 +100,17 @@ interface NodeSource {
 }
 
 /**
- * What the poller keeps of a node: its part of the persisted document (`"<node id>":<source
- * JSON>`) as UTF-8 bytes, made once when the node changes. A poll's durable write copies these
- * into one buffer instead of serializing and encoding every node again, and the bytes are smaller
- * than the route objects they hold; the routes are parsed back only when the node changes again
- * (to reuse the resources of unchanged routes).
+ * What the poller keeps of a node: its source as the JSON persisted for it, made once when the
+ * node changes. A poll's durable write streams these strings to the file instead of serializing
+ * every node again; a JSON string is smaller than the route objects it holds, and it lives in the
+ * JS heap, which compacts, rather than in a byte buffer of its own. The routes are parsed back
+ * only when the node changes again (to reuse the resources of unchanged routes).
  */
 interface KnownNode {
   id: string;
   version: string;
-  entry: Uint8Array;
-  /** Where the source JSON starts in `entry` (after the node id and the colon). */
-  sourceAt: number;
+  json: string;
 }
-
-const utf8 = new TextEncoder();
-const utf8Decoder = new TextDecoder();
 
 /** The persisted file. */
 interface SnapshotFile {
@@ -361,8 +356,7 @@ export class SnapshotPoller {
     const snap = this.#o.cache.get(nodeId);
     if (!known || !snap) return undefined;
     const before = new Map<string, EnvoyRoute>();
-    const source = utf8Decoder.decode(known.entry.subarray(known.sourceAt));
-    for (const r of (JSON.parse(source) as NodeSource).routes) {
+    for (const r of (JSON.parse(known.json) as NodeSource).routes) {
       if (typeof r.name === "string") before.set(r.name, r);
     }
     return (route) => {
@@ -387,41 +381,36 @@ export class SnapshotPoller {
       });
     }
     this.#o.cache.set(snapshotInput(nodeId, src.version, built));
-    const key = JSON.stringify(nodeId) + ":";
-    const entry = utf8.encode(key + JSON.stringify(src));
-    // Node ids are ASCII in practice: then the key's length is its UTF-8 length.
-    const sourceAt = /[^ -~]/.test(key) ? utf8.encode(key).length : key.length;
-    this.#sources.set(nodeId, { id: src.id, version: src.version, entry, sourceAt });
+    this.#sources.set(nodeId, { id: src.id, version: src.version, json: JSON.stringify(src) });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
   }
 
   async #persist(): Promise<void> {
-    // The same document as JSON.stringify({ format, saved_at, nodes }), copied from the kept
-    // pieces into one buffer.
-    const head = utf8.encode(
-      `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{`,
-    );
-    let size = head.length + 2 + Math.max(0, this.#sources.size - 1);
-    for (const known of this.#sources.values()) size += known.entry.length;
-    const file = new Uint8Array(size);
-    file.set(head);
-    let at = head.length;
-    for (const known of this.#sources.values()) {
-      if (at > head.length) file[at++] = 0x2c; // ,
-      file.set(known.entry, at);
-      at += known.entry.length;
-    }
-    file[at++] = 0x7d; // }
-    file[at++] = 0x7d;
     try {
-      await this.#o.store.writeBytes(SNAPSHOT_FILE, file);
+      await this.#o.store.writeParts(SNAPSHOT_FILE, this.#document());
     } catch (e) {
       this.#o.log.warn("xds: could not persist snapshots", {
         file: SNAPSHOT_FILE,
         error: describe(e),
       });
     }
+  }
+
+  /**
+   * The persisted document, in pieces: the same text as JSON.stringify({ format, saved_at, nodes })
+   * from the JSON kept per node.
+   */
+  *#document(): Generator<string> {
+    yield `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{`;
+    let first = true;
+    // A copy of the list: the document is written across awaits.
+    for (const [nodeId, known] of [...this.#sources]) {
+      yield `${first ? "" : ","}${JSON.stringify(nodeId)}:`;
+      yield known.json;
+      first = false;
+    }
+    yield "}}";
   }
 
   /**

@@ -28,3 +28,38 @@ Deno.test("corrupt file is an error the caller can ignore; bad names refused", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("writeParts: the file is exactly the parts joined, across buffer boundaries and in any script", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const store = new StateStore(dir);
+    // Pieces that straddle the 64 KiB encoding buffer: multi-byte characters, a surrogate pair
+    // at every offset, a part longer than the buffer, empty parts.
+    const parts = ["{", ""];
+    for (let i = 0; i < 3000; i++) parts.push(`"k${i}":"ü東${"x".repeat(i % 37)}😀",`);
+    parts.push(`"big":"${"é".repeat(100_000)}😀"`, "", "}");
+    await store.writeParts("doc.json", parts);
+    assert.equal(await Deno.readTextFile(`${dir}/doc.json`), parts.join(""));
+    assert.equal((await store.read<Record<string, string>>("doc.json"))!.k7, "ü東xxxxxxx😀");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["doc.json"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writeParts: a failure while writing leaves the old file and no temp file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const store = new StateStore(dir);
+    await store.write("doc.json", { v: 1 });
+    function* failing(): Generator<string> {
+      yield '{"v":';
+      throw new Error("source gone");
+    }
+    await assert.rejects(() => store.writeParts("doc.json", failing()), /source gone/);
+    assert.deepEqual(await store.read("doc.json"), { v: 1 });
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["doc.json"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

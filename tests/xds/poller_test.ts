@@ -24,9 +24,9 @@ import { changeAll, fleet } from "../support/fleet.ts";
 /** A StateStore that counts its (real) writes. */
 class CountingStore extends StateStore {
   writes = 0;
-  override writeBytes(name: string, data: Uint8Array): Promise<void> {
+  override writeParts(name: string, parts: Iterable<string>): Promise<void> {
     this.writes++;
-    return super.writeBytes(name, data);
+    return super.writeParts(name, parts);
   }
 }
 
