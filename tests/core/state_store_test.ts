@@ -52,10 +52,10 @@ Deno.test("writeParts: a failure while writing leaves the old file and no temp f
   try {
     const store = new StateStore(dir);
     await store.write("doc.json", { v: 1 });
-    function* failing(): Generator<string> {
+    const failing = function* (): Generator<string> {
       yield '{"v":';
       throw new Error("source gone");
-    }
+    };
     await assert.rejects(() => store.writeParts("doc.json", failing()), /source gone/);
     assert.deepEqual(await store.read("doc.json"), { v: 1 });
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["doc.json"]);
