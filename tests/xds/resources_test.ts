@@ -192,7 +192,10 @@ Deno.test("BuiltResource: Any wraps the same bytes with the response type_url", 
     for (const res of list) {
       assert.equal(res.typeUrl, typeUrl);
       assert.equal(res.any.typeUrl, typeUrl);
-      assert.equal(res.any.value, res.bytes, "Any must share the serialized bytes, not copy them");
+      // Any must share the serialized bytes (a view of the same memory), not copy them.
+      assert.equal(res.any.value.buffer, res.bytes.buffer);
+      assert.equal(res.any.value.byteOffset, res.bytes.byteOffset);
+      assert.deepEqual(res.any.value, res.bytes);
       assert.match(res.hash, /^[0-9a-f]{64}$/);
       // The Any itself, serialized and decoded as upstream google.protobuf.Any.
       const anyType = loadUpstream().lookupType("google.protobuf.Any");
