@@ -100,6 +100,24 @@ interface NodeSource {
 }
 
 /**
+ * The fields persisted, for the node and for each of its routes: what the builders read, plus the
+ * route id (it orders ties). The rest is known without storing it a thousand times: a kept route
+ * belongs to its node and is active and dynamic.
+ */
+const PERSISTED_FIELDS = [
+  "id",
+  "version",
+  "routes",
+  "name",
+  "listen_port",
+  "backend_host",
+  "backend_port",
+  "cluster_type",
+  "connect_timeout_secs",
+  "proxy_protocol",
+];
+
+/**
  * What the poller keeps of a node: its source as the JSON persisted for it, made once when the
  * node changes. A poll's durable write streams these strings to the file instead of serializing
  * every node again; a JSON string is smaller than the route objects it holds, and it lives in the
@@ -195,10 +213,14 @@ export class SnapshotPoller {
     for (const [nodeId, src] of Object.entries(file.nodes)) {
       if (!src || typeof src.version !== "string" || !Array.isArray(src.routes)) continue;
       try {
+        const id = String(src.id ?? "");
         this.#install(nodeId, {
-          id: String(src.id ?? ""),
+          id,
           version: src.version,
-          routes: src.routes,
+          // What is not persisted (see PERSISTED_FIELDS); a file from before keeps its own.
+          routes: src.routes.map((r: Partial<EnvoyRoute>) =>
+            ({ envoy_node_id: id, source: "dynamic", status: "active", ...r }) as EnvoyRoute
+          ),
         });
         loaded++;
       } catch (e) {
@@ -381,7 +403,11 @@ export class SnapshotPoller {
       });
     }
     this.#o.cache.set(snapshotInput(nodeId, src.version, built));
-    this.#sources.set(nodeId, { id: src.id, version: src.version, json: JSON.stringify(src) });
+    this.#sources.set(nodeId, {
+      id: src.id,
+      version: src.version,
+      json: JSON.stringify(src, PERSISTED_FIELDS),
+    });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
   }

@@ -213,6 +213,17 @@ Deno.test("poller: a node id outside ASCII is kept, persisted and reused like an
     );
     const file = JSON.parse(await Deno.readTextFile(`${dir}/${SNAPSHOT_FILE}`));
     assert.deepEqual(Object.keys(file.nodes), [dev.nodes[0].node_id]);
+    // Only what the builders read (and the id that orders ties) is persisted per route.
+    assert.deepEqual(Object.keys(file.nodes[dev.nodes[0].node_id].routes[0]).sort(), [
+      "backend_host",
+      "backend_port",
+      "cluster_type",
+      "connect_timeout_secs",
+      "id",
+      "listen_port",
+      "name",
+      "proxy_protocol",
+    ]);
     assert.equal(
       file.nodes[dev.nodes[0].node_id].routes.find((r: { name: string }) => r.name === "n0-r1")
         .backend_port,
