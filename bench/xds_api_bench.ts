@@ -255,6 +255,9 @@ try {
     interface Round {
       ms: number;
       cpuPerNode: number;
+      /** CPU of the client process (the stand-in Envoys) and of this process (the API), per node. */
+      clientCpuPerNode: number;
+      apiCpuPerNode: number;
       routeFetches: number;
       nodePages: number;
     }
@@ -265,6 +268,7 @@ try {
         await client.send(`next ${version} ${count}`);
         await client.wait("armed", 10_000);
         const before = procStat(pid), mtime = await savedAt();
+        const clientBefore = procStat(client.pid), apiBefore = procStat(Deno.pid);
         await settle(10);
         counts.nodePages = 0;
         counts.routeFetches = 0;
@@ -273,11 +277,17 @@ try {
         const done = await client.wait("done", 300_000);
         await persistedAfter(mtime);
         await settle(300);
-        const cpu = (procStat(pid).cpuTicks - before.cpuTicks) / TICKS_PER_S * 1000 / count;
+        const perNode = (after: number, before: number) =>
+          (after - before) / TICKS_PER_S * 1000 / count;
+        const cpu = perNode(procStat(pid).cpuTicks, before.cpuTicks);
+        const clientCpu = perNode(procStat(client.pid).cpuTicks, clientBefore.cpuTicks);
+        const apiCpu = perNode(procStat(Deno.pid).cpuTicks, apiBefore.cpuTicks);
         const seenAt = watch.seenAt ?? watch.since;
         out.push({
           ms: done.at! - seenAt,
           cpuPerNode: cpu,
+          clientCpuPerNode: clientCpu,
+          apiCpuPerNode: apiCpu,
           routeFetches: counts.routeFetches,
           nodePages: counts.nodePages,
         });
@@ -329,6 +339,13 @@ try {
     );
     const fetches = [...all, ...some].every((x, i) =>
       x.routeFetches === (i < all.length ? NODES : PARTIAL)
+    );
+    row(
+      "  CPU of the client process (the stand-in Envoys, grpc-js) / of the API, per node",
+      `${median(all.map((x) => x.clientCpuPerNode)).toFixed(2)} / ${
+        median(all.map((x) => x.apiCpuPerNode)).toFixed(2)
+      } ms`,
+      "(context)",
     );
     row(
       "API requests per changed poll",

@@ -201,6 +201,8 @@ export async function runClient(
 // ───────────────────────────── server side ─────────────────────────────
 
 export interface ClientProc {
+  /** The client process's pid (for its CPU time). */
+  pid: number;
   send(cmd: string): Promise<void>;
   wait(event: string, timeoutMs: number): Promise<{ event: string; at?: number }>;
   /** Waits for the process to exit (killing it if it does not within a few seconds). */
@@ -254,6 +256,7 @@ export function spawnClient(
     }
   })();
   return {
+    pid: child.pid,
     send: (cmd) => writer.write(new TextEncoder().encode(cmd + "\n")),
     async wait(event, timeoutMs) {
       const end = Date.now() + timeoutMs;
