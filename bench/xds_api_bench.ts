@@ -6,11 +6,13 @@
  *
  * Rounds: every route of every node changes at once (new backend port and listen port, so CDS and
  * LDS both change), then the same with the first `--partial` nodes only. Timed: from the moment
- * the API answers the first node page of the poll that sees the change, to the moment the client
- * has every changed stream's new CDS and LDS (both sides read the wall clock). Measured from
- * /proc of the agent: CPU (utime + stime) per changed node, without streams (fetch, rebuild,
- * encode, persist) and with them (plus pushing); RSS with the snapshots before any stream, per
- * connected stream, and before vs after the change rounds. The API counts its requests per poll.
+ * the API answers the first node page, after the change, that lists a changed node (page 1 of the
+ * next poll, or a later page of a poll under way), to the moment the client has every changed
+ * stream's new CDS and LDS (both sides read the wall clock). Measured from /proc of the agent: CPU
+ * (utime + stime) per changed node, without streams (fetch, rebuild, encode, persist) and with
+ * them (plus pushing); RSS with the snapshots before any stream, per connected stream, and before
+ * vs after the change rounds. The API counts its requests per poll. The client's and the API's
+ * CPU per node are printed beside the agent's: the three processes share the machine's cores.
  *
  * The API is served by this process from precomputed JSON (the DevApi handles registration and
  * heartbeats), so its own CPU stays small; the three processes share the machine's cores.
@@ -81,7 +83,7 @@ const nodes: Node[] = [];
 const byRow = new Map<string, Node>();
 let vpsId = "";
 const counts = { nodePages: 0, routeFetches: 0 };
-let watch: { since: number; seenAt?: number } | undefined;
+let watch: { since: number; count: number; seenAt?: number } | undefined;
 
 function routesBody(n: Node): string {
   const stamp = new Date().toISOString();
@@ -116,8 +118,12 @@ async function handle(req: Request): Promise<Response> {
     counts.nodePages++;
     const res = await dev.handle(req);
     const body = await res.text();
-    // The poll that sees a change starts with page 1 answered after the change was made.
-    if (watch && watch.seenAt === undefined && (url.searchParams.get("page") ?? "1") === "1") {
+    // The change is seen by the first node page answered after it that lists a changed node (the
+    // changed nodes are the first ones, in the order the API lists them): page 1 of the next poll,
+    // or a later page of a poll already under way.
+    const page = Number(url.searchParams.get("page") ?? "1");
+    const perPage = Number(url.searchParams.get("per_page") ?? "100");
+    if (watch && watch.seenAt === undefined && (page - 1) * perPage < watch.count) {
       watch.seenAt = now();
     }
     return new Response(body, { status: res.status, headers: res.headers });
@@ -272,7 +278,7 @@ try {
         await settle(10);
         counts.nodePages = 0;
         counts.routeFetches = 0;
-        watch = { since: now() };
+        watch = { since: now(), count };
         change(count);
         const done = await client.wait("done", 300_000);
         await persistedAfter(mtime);
