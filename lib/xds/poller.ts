@@ -43,7 +43,6 @@ import {
   clusterName,
   listenerName,
   type ReuseBuilt,
-  sameResources,
 } from "./resources.ts";
 
 /** The state-dir file holding the last good snapshot (its routes) of every node. */
@@ -371,19 +370,22 @@ export class SnapshotPoller {
 
   /**
    * The resources of the node's current snapshot for routes that did not change since it was
-   * built, so only changed routes are encoded again.
+   * built, so only changed routes are encoded again. A route is unchanged when its persisted JSON
+   * appears verbatim in the node's kept JSON (same id and every field the builders read), and it
+   * is the only route of that name there, so the snapshot's resources of that name are its own.
+   * Searching the kept text parses nothing: no route objects are made for routes that changed.
    */
   #reuse(nodeId: string): ReuseBuilt | undefined {
     const known = this.#sources.get(nodeId);
     const snap = this.#o.cache.get(nodeId);
     if (!known || !snap) return undefined;
-    const before = new Map<string, EnvoyRoute>();
-    for (const r of (JSON.parse(known.json) as NodeSource).routes) {
-      if (typeof r.name === "string") before.set(r.name, r);
-    }
+    const kept = known.json;
     return (route) => {
-      const old = before.get(route.name);
-      if (!old || !sameResources(old, route)) return undefined;
+      if (!kept.includes(JSON.stringify(route, PERSISTED_FIELDS))) return undefined;
+      // In kept JSON a route's name is always followed by its listen_port.
+      const nameKey = `"name":${JSON.stringify(route.name)},`;
+      const first = kept.indexOf(nameKey);
+      if (first < 0 || kept.indexOf(nameKey, first + 1) >= 0) return undefined;
       const cluster = snap.resources.cds.get(clusterName(route.name));
       const listener = snap.resources.lds.get(listenerName(route.name));
       return cluster && listener ? [cluster, listener] : undefined;

@@ -13,6 +13,7 @@ import { createLogger } from "../../lib/core/log.ts";
 import { createMetrics } from "../../lib/core/metrics.ts";
 import { StateStore } from "../../lib/core/state_store.ts";
 import { SnapshotCache } from "../../lib/xds/cache.ts";
+import { encodeRoute } from "../../lib/xds/resources.ts";
 import {
   DEFAULT_FETCH_CONCURRENCY,
   type PollerApi,
@@ -185,6 +186,33 @@ Deno.test("poller: only changed routes are encoded again; unchanged resources ke
         } else assert.equal(res, before.resources[type].get(name), `${name} kept`);
       }
     }
+  } finally {
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("poller: a route is reused only when it alone had its name (a skipped twin never lends its resources)", async () => {
+  const { dev, vpsId, rows } = await fleet(1, 1);
+  const dir = await Deno.makeTempDir();
+  try {
+    const twin = { name: "dup", cluster_type: "static", proxy_protocol: 0, backend_port: 8080 };
+    // Same name, two ports: the lower port wins the name, the other route is skipped.
+    const a = dev.addRoute(rows[0], { ...twin, listen_port: 21000, backend_host: "10.9.0.1" });
+    const b = dev.addRoute(rows[0], { ...twin, listen_port: 21001, backend_host: "10.9.0.2" });
+    const { poller: p, cache } = poller(dev, vpsId, new StateStore(dir));
+    await p.pollOnce();
+    assert.deepEqual(
+      cache.get("node-0")!.resources.cds.get("cluster-dup")!.bytes,
+      encodeRoute(a)[0].bytes,
+    );
+    // The winner goes: the route that was skipped now gets the name, with its own backend.
+    dev.routes.splice(dev.routes.findIndex((r) => r.id === a.id), 1);
+    dev.bumpVersion(rows[0]);
+    assert.equal((await p.pollOnce()).rebuilt, 1);
+    const snap = cache.get("node-0")!;
+    assert.deepEqual(snap.resources.cds.get("cluster-dup")!.bytes, encodeRoute(b)[0].bytes);
+    assert.deepEqual(snap.resources.lds.get("listener-dup")!.bytes, encodeRoute(b)[1].bytes);
   } finally {
     await dev.close();
     await Deno.remove(dir, { recursive: true });
