@@ -450,7 +450,7 @@ Deno.test("http1: https with SNI/ALPN http/1.1, trusted through DENO_CERT as fet
   }
 });
 
-Deno.test("proxy variables switch the client to fetch, which goes through the proxy", async () => {
+Deno.test("a proxy variable for the API's scheme switches the client to fetch", () => {
   const saved = PROXY_ENV_VARS.map((n) => [n, Deno.env.get(n)] as const);
   try {
     for (const n of PROXY_ENV_VARS) Deno.env.delete(n);
