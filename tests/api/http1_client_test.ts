@@ -374,6 +374,9 @@ Deno.test("formQuery writes exactly what URLSearchParams writes", () => {
     formQuery({ a: "x y", "b&c": "é/?#%+~!*'()" }),
     new URLSearchParams({ a: "x y", "b&c": "é/?#%+~!*'()" }).toString(),
   );
+  for (const v of ["~", "a~b", "*-._", "a b", "+", "", "\ud800"]) {
+    assert.equal(formQuery({ k: v }), new URLSearchParams({ k: v }).toString(), JSON.stringify(v));
+  }
   fc.assert(
     fc.property(
       fc.dictionary(fc.string({ unit: "binary" }), fc.string({ unit: "binary" })),
