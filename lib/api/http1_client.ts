@@ -42,6 +42,8 @@
  * @module
  */
 
+import { joinBytes } from "../http/read_body.ts";
+
 /** Where requests go: scheme, host and port of a URL, resolved once. */
 export interface Origin {
   /** `http` or `https`. */
@@ -371,18 +373,14 @@ export class Http1Client {
     const p = c.conn.read(c.buf);
     c.pending = p;
     list.push(c);
-    p.then((n) => {
-      // Bytes or end of stream while nobody asked: the connection is unusable.
-      if (c.pending === p) {
-        c.pending = Promise.resolve(n);
-        c.close();
-      }
-    }, () => {
-      if (c.pending === p) {
-        c.pending = Promise.resolve(null);
-        c.close();
-      }
-    });
+    // Bytes, end of stream or an error while nobody asked: the connection is unusable.
+    const drop = () => {
+      if (c.pending !== p) return; // taken for a request, which reads the outcome itself
+      c.close();
+      const i = list.indexOf(c);
+      if (i >= 0) list.splice(i, 1);
+    };
+    p.then(drop, drop);
   }
 
   async #connect(
@@ -559,7 +557,7 @@ async function readToEnd(c: Connection, max: number, fail: Fail): Promise<Uint8A
     }
     if (!(await c.fill())) break;
   }
-  return join(chunks, size);
+  return joinBytes(chunks, size);
 }
 
 /** A `transfer-encoding: chunked` body, capped; trailers are read and dropped. */
@@ -583,22 +581,11 @@ async function readChunked(c: Connection, max: number, fail: Fail): Promise<Uint
     const n = parseInt(hex, 16);
     if (n === 0) {
       while ((await line()) !== "");
-      return join(chunks, size);
+      return joinBytes(chunks, size);
     }
     size += n;
     if (size > max) throw fail(`body larger than ${max} bytes`, { tooLarge: true });
     chunks.push(await readLength(c, n, fail));
     if ((await line()) !== "") throw fail("malformed chunked body");
   }
-}
-
-function join(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const ch of chunks) {
-    out.set(ch, off);
-    off += ch.byteLength;
-  }
-  return out;
 }

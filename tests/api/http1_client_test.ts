@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ApiError, formQuery, SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
-import { PROXY_ENV_VARS } from "../../lib/api/http1_client.ts";
+import { Http1Client, parseOrigin, PROXY_ENV_VARS } from "../../lib/api/http1_client.ts";
 import { freePort, ROOT, spawnAgent, waitFor } from "../helpers.ts";
 import { makeCerts } from "../security/certs.ts";
 
@@ -589,6 +589,39 @@ Deno.test("http1 and fetch give the same results and errors for the same answers
     assert.deepEqual(await outcome(c1), await outcome(c2));
   } finally {
     lean.close();
+    await s.close();
+  }
+});
+
+Deno.test("Http1Client: the pool holds at most maxIdlePerOrigin, and drops a connection the server closes", async () => {
+  let closeAfter = false;
+  const s = rawServer(async (c) => {
+    await new Promise((r) => setTimeout(r, 20)); // keep 12 requests in flight together
+    await write(c, json(EMPTY_PAGE));
+    return closeAfter ? "close" : "keep";
+  });
+  const http = new Http1Client({ maxIdlePerOrigin: 8 });
+  const origin = parseOrigin(s.url);
+  const get = () =>
+    http.request(origin, {
+      method: "GET",
+      path: "/api/envoy-nodes",
+      headers: "",
+      timeoutMs: 2000,
+      maxBodyBytes: 1 << 20,
+    });
+  try {
+    const all = await Promise.all(Array.from({ length: 12 }, get));
+    assert.ok(all.every((r) => r.status === 200 && r.body.length === EMPTY_PAGE.length));
+    assert.equal(s.connections(), 12);
+    assert.equal(http.idleCount(origin), 8, "bounded idle pool");
+    closeAfter = true;
+    await get();
+    await waitFor(() => http.idleCount(origin) === 7 || undefined, {
+      message: "the closed connection left the pool",
+    });
+  } finally {
+    http.close();
     await s.close();
   }
 });
