@@ -2,7 +2,7 @@
  * HTTP client of the sigma-api: base URL + path, `X-Api-Key` only when a key is set, JSON bodies,
  * a per-request timeout, classified errors and a pagination helper that follows every page.
  *
- * Requests go over the lean keep-alive HTTP/1.1 client of `http1_client.ts` (a quarter of
+ * Requests go over the lean keep-alive HTTP/1.1 client of `http1_client.ts` (about half of
  * `fetch`'s CPU per request); `fetch` is used instead when a proxy variable (`HTTP_PROXY`,
  * `HTTPS_PROXY`, `ALL_PROXY`) is set for the API's scheme, since only `fetch` speaks through a
  * proxy. Both paths give the same errors, and neither follows a redirect: sigma-api never

@@ -1,7 +1,7 @@
 /**
  * A lean HTTP/1.1 client for the sigma-api calls: keep-alive connections on `Deno.connect` /
  * `Deno.connectTls`, a request head written as one string, the response head parsed from bytes and
- * the body read straight into one buffer. It exists because `fetch` costs about four times the CPU
+ * the body read straight into one buffer. It exists because `fetch` costs about twice the CPU
  * per request (Request, Headers, AbortController, streams, URL objects and their garbage), which
  * the xDS poller pays once per changed Envoy node.
  *
