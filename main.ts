@@ -138,6 +138,7 @@ export async function runAgent(
         r.seconds,
       ),
   });
+  log.info("sigma-api client", { url: api.baseUrl, transport: api.transport });
   const publicIp = new PublicIpResolver({
     urls: config.publicIpLookup,
     log: log.child({ component: "public_ip" }),

@@ -1,6 +1,7 @@
 /**
  * Everything about the sigma-api: the client (`client.ts`: `X-Api-Key`, per-request timeouts,
- * classified errors, pagination), the wire contract's types and their strict parsers
+ * classified errors, pagination) and its keep-alive HTTP/1.1 transport (`http1_client.ts`; `fetch`
+ * when a proxy is configured), the wire contract's types and their strict parsers
  * (`types.ts`, checked against `shared/spec/sigma-api-contract.md`), and the embedded dev API
  * (`dev_server.ts`, what `--dev` and the tests run against).
  *

@@ -67,7 +67,8 @@ export function seconds(ms: number): string {
 }
 
 /**
- * Classifies an error thrown by `fetch`.
+ * Classifies an error thrown by `fetch`, or by the keep-alive client of the sigma-api
+ * (`Deno.connect` / `Deno.connectTls` errors in its `cause`: the same words for the same cause).
  *
  * @param e what `fetch` threw
  * @param opts `timedOut`: whether our own timeout fired; `timeoutMs`: its length
@@ -108,6 +109,10 @@ export function describeFetchError(
   }
   if (/tls|handshake|ssl|alert/i.test(text)) {
     return { kind: "tls", cause: `TLS handshake failed (${detail})` };
+  }
+  // hyper's words under fetch, and the keep-alive client's (lib/api/http1_client.ts).
+  if (/connection closed before (message completed|the response)/i.test(text)) {
+    return { kind: "network", cause: "the server closed the connection without answering" };
   }
   if (/connection reset|ECONNRESET|broken pipe/i.test(text)) {
     return { kind: "network", cause: "connection reset by the server" };

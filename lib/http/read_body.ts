@@ -32,6 +32,19 @@ export async function readCapped(
     }
     chunks.push(value);
   }
+  return joinBytes(chunks, size);
+}
+
+/**
+ * The chunks as one array (`size` is their total length); a single chunk is returned as is.
+ *
+ * @example
+ * ```ts
+ * joinBytes([new Uint8Array([1]), new Uint8Array([2, 3])], 3); // Uint8Array [1, 2, 3]
+ * ```
+ */
+export function joinBytes(chunks: Uint8Array[], size: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
   const out = new Uint8Array(size);
   let offset = 0;
   for (const c of chunks) {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type Config, ConfigError, OPTIONS, parseConfig } from "../../lib/core/config.ts";
 import { agentPermissionFlags, ROOT } from "../helpers.ts";
+import { PROXY_ENV_VARS } from "../../lib/api/http1_client.ts";
 
 function cfg(args: string[], env: Record<string, string> = {}): Config {
   const r = parseConfig(args, env);
@@ -136,6 +137,10 @@ Deno.test("start task uses the permission file and never -A", () => {
   // Every env var the agent reads is granted.
   const envFlag = flags.find((f) => f.startsWith("--allow-env="))!;
   const granted = envFlag.slice("--allow-env=".length).split(",").sort();
-  // Exactly the agent's own variables: nothing a dependency might read is granted on the side.
-  assert.deepEqual(granted, OPTIONS.flatMap((o) => (o.env ? [o.env] : [])).sort());
+  // Exactly the agent's own variables (and the proxy variables the sigma-api client checks before
+  // it bypasses fetch): nothing a dependency might read is granted on the side.
+  assert.deepEqual(
+    granted,
+    [...OPTIONS.flatMap((o) => (o.env ? [o.env] : [])), ...PROXY_ENV_VARS].sort(),
+  );
 });
