@@ -6,6 +6,7 @@
  * - `metrics.ts`: the Prometheus registry and every metric the agent exports;
  * - `schedule.ts`: interval + jitter + backoff, the one scheduling helper of every loop;
  * - `state_store.ts`: atomic files in the state dir;
+ * - `memory.ts`: one memory-reducing collection after a burst of work (`MemoryReclaimer`);
  * - `context.ts`: what `main.ts` hands every feature (`AgentContext`) and what a feature hands
  *   back (`Feature`: routes, readiness, stop).
  *
@@ -35,3 +36,4 @@ export { createMetrics } from "./metrics.ts";
 export type { AgentMetrics } from "./metrics.ts";
 export { Backoff, jittered, runPeriodic, sleep } from "./schedule.ts";
 export { StateStore } from "./state_store.ts";
+export { MemoryReclaimer } from "./memory.ts";

@@ -26,6 +26,7 @@
  * @module
  */
 import type { AgentContext, Feature } from "../core/context.ts";
+import { MemoryReclaimer } from "../core/memory.ts";
 import { SnapshotCache } from "./cache.ts";
 import { SnapshotPoller } from "./poller.ts";
 import { XdsServer } from "./server.ts";
@@ -43,6 +44,7 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
   const cache = new SnapshotCache((e) =>
     log.error("xds: stream update failed", { error: (e as Error).message })
   );
+  const reclaimer = new MemoryReclaimer();
   const poller = new SnapshotPoller({
     api: ctx.api,
     cache,
@@ -53,6 +55,7 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
     vpsIdReady: ctx.vpsIdReady,
     intervalMs: ctx.config.xdsPollInterval * 1000,
     signal,
+    reclaim: () => reclaimer.request(),
   });
   await poller.load();
   const server = new XdsServer({
@@ -87,6 +90,7 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
     port,
     stop: async () => {
       stopping.abort();
+      reclaimer.cancel();
       await server.stop();
       await loop;
     },

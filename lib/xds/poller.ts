@@ -7,6 +7,8 @@
  *   {@linkcode DEFAULT_FETCH_CONCURRENCY} at a time. Each rebuilt node is installed (and its
  *   streams woken) as soon as its routes arrive, so an error later in the same poll never loses
  *   the wake-up of earlier nodes. Only the resources of routes that changed are encoded again.
+ * - A poll that rebuilt nodes is followed at once by one more: a change made while the node
+ *   pages were being read shows only on the pages read after it.
  * - A 429 from the API pauses every fetch of the poll together for its `Retry-After` (1 s when
  *   absent), then the node is fetched again; after {@linkcode MAX_RATE_LIMITED_RETRIES} such
  *   pauses, or a `Retry-After` longer than the poll interval, the poll stops and the next one
@@ -60,6 +62,9 @@ export const MAX_RATE_LIMITED_RETRIES = 3;
 /** The pause after a 429 without a usable `Retry-After`. */
 const DEFAULT_RETRY_AFTER_MS = 1000;
 
+/** Nodes rebuilt or dropped by one poll from which its garbage is worth a collection. */
+export const RECLAIM_AFTER_NODES = 100;
+
 /** Description sent when a stream's unknown node id is registered (as the seed did). */
 export const AUTO_REGISTER_DESCRIPTION = "Auto-registered by agent";
 
@@ -88,6 +93,11 @@ export interface PollerOptions {
   registerRetryMs?: number;
   /** Route fetches in flight at once (default {@linkcode DEFAULT_FETCH_CONCURRENCY}). */
   fetchConcurrency?: number;
+  /**
+   * Called after a poll that rebuilt or dropped at least {@linkcode RECLAIM_AFTER_NODES} nodes:
+   * the moment to give the memory of the replaced snapshots back (see `core/memory.ts`).
+   */
+  reclaim?: () => void;
 }
 
 /** What a node's snapshot was built from; persisted as is. */
@@ -287,6 +297,7 @@ export class SnapshotPoller {
       errors.unshift(describe(e));
     } finally {
       if (status.rebuilt > 0 || status.dropped > 0) await this.#persist();
+      if (status.rebuilt + status.dropped >= RECLAIM_AFTER_NODES) o.reclaim?.();
     }
     if (errors.length > 0) {
       status.result = "failure";
@@ -448,16 +459,25 @@ export class SnapshotPoller {
   async run(): Promise<void> {
     const o = this.#o;
     if (!o.vpsId() && (await raceAbort(o.vpsIdReady, o.signal)) === undefined) return;
+    let followUp = false;
     while (!o.signal.aborted) {
       this.#again = false;
       this.#retryAfterMs = 0;
-      await this.pollOnce();
+      const status = await this.pollOnce();
       const retryAfter = this.#retryAfterMs;
       if (retryAfter > 0 && this.#lastPoll?.result === "failure") {
         // Rate-limited: nothing, not even a requested poll, goes out before the API allows it.
         await sleep(Math.max(retryAfter, jittered(o.intervalMs, 0.1)), o.signal);
         continue;
       }
+      // Changes made while the node pages were being read are seen only on the pages read after
+      // them: nodes on earlier pages still showed their old version. One more poll at once (not
+      // a chain of them) catches those instead of leaving them for the next interval.
+      if (status.rebuilt > 0 && !followUp) {
+        followUp = true;
+        continue;
+      }
+      followUp = false;
       if (this.#again) continue;
       const wake = this.#wake = new AbortController();
       await sleep(jittered(o.intervalMs, 0.1), AbortSignal.any([o.signal, wake.signal]));

@@ -17,6 +17,7 @@ import { encodeRoute } from "../../lib/xds/resources.ts";
 import {
   DEFAULT_FETCH_CONCURRENCY,
   type PollerApi,
+  RECLAIM_AFTER_NODES,
   SNAPSHOT_FILE,
   SnapshotPoller,
 } from "../../lib/xds/poller.ts";
@@ -35,7 +36,12 @@ function poller(
   dev: DevApi,
   vpsId: string,
   store: StateStore,
-  extra: { api?: PollerApi; cache?: SnapshotCache; intervalMs?: number } = {},
+  extra: {
+    api?: PollerApi;
+    cache?: SnapshotCache;
+    intervalMs?: number;
+    reclaim?: () => void;
+  } = {},
 ) {
   const client = new SigmaClient({ baseUrl: dev.url, apiKey: undefined, timeoutMs: 5000 });
   const cache = extra.cache ?? new SnapshotCache();
@@ -50,6 +56,7 @@ function poller(
     vpsIdReady: Promise.resolve(vpsId),
     intervalMs: extra.intervalMs ?? 3_600_000,
     signal: signal.signal,
+    reclaim: extra.reclaim,
   });
   return { poller: p, cache, client, stop: () => signal.abort() };
 }
@@ -186,6 +193,63 @@ Deno.test("poller: only changed routes are encoded again; unchanged resources ke
         } else assert.equal(res, before.resources[type].get(name), `${name} kept`);
       }
     }
+  } finally {
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("poller: a poll that rebuilt or dropped 100+ nodes asks for memory back once; smaller ones do not", async () => {
+  const { dev, vpsId, rows } = await fleet(RECLAIM_AFTER_NODES, 1);
+  const dir = await Deno.makeTempDir();
+  try {
+    let reclaims = 0;
+    const { poller: p } = poller(dev, vpsId, new StateStore(dir), { reclaim: () => reclaims++ });
+    assert.equal((await p.pollOnce()).rebuilt, RECLAIM_AFTER_NODES);
+    assert.equal(reclaims, 1);
+    for (const row of rows.slice(1)) dev.bumpVersion(row);
+    assert.equal((await p.pollOnce()).rebuilt, RECLAIM_AFTER_NODES - 1);
+    assert.equal(reclaims, 1, "99 nodes are not worth a collection");
+    await p.pollOnce();
+    assert.equal(reclaims, 1, "an unchanged poll neither");
+  } finally {
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("poller: a change made while the nodes were being listed is picked up at once, not an interval later", async () => {
+  const { dev, vpsId, rows } = await fleet(150, 1);
+  const dir = await Deno.makeTempDir();
+  try {
+    const client = new SigmaClient({ baseUrl: dev.url, apiKey: undefined });
+    let listings = 0;
+    const api: PollerApi = {
+      listEnvoyNodes: async (q) => {
+        const nodes = await client.listEnvoyNodes(q);
+        // The first listing read node-0 on page 1 before it changed.
+        if (++listings === 1) dev.bumpVersion(rows[0]);
+        return nodes;
+      },
+      createEnvoyNode: (b) => client.createEnvoyNode(b),
+      listEnvoyRoutes: (q) => client.listEnvoyRoutes(q),
+    };
+    const { poller: p, cache, stop } = poller(dev, vpsId, new StateStore(dir), {
+      api,
+      intervalMs: 3_600_000,
+    });
+    const want = String(dev.nodes.find((n) => n.id === rows[0])!.config_version + 1);
+    const loop = p.run();
+    const end = Date.now() + 5000;
+    while (cache.get("node-0")?.version !== want && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(cache.get("node-0")?.version, want, "node-0 waited for the next interval");
+    // One follow-up, not a chain: the follow-up rebuilt node-0, and the loop then sleeps.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(listings, 2);
+    stop();
+    await loop;
   } finally {
     await dev.close();
     await Deno.remove(dir, { recursive: true });
