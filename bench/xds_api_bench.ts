@@ -355,7 +355,9 @@ try {
     );
     row(
       "API requests per changed poll",
-      `${median(all.map((x) => x.routeFetches))} route fetches + ${pagesPerPoll} node pages`,
+      `${median(all.map((x) => x.routeFetches))} route fetches + ${pagesPerPoll} node pages ` +
+        `(${median(all.map((x) => x.nodePages))} pages counted in a round: the poll and its ` +
+        `immediate follow-up)`,
       `one per changed node + pages`,
       fetches,
     );
