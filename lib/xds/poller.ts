@@ -7,8 +7,8 @@
  *   {@linkcode DEFAULT_FETCH_CONCURRENCY} at a time. Each rebuilt node is installed (and its
  *   streams woken) as soon as its routes arrive, so an error later in the same poll never loses
  *   the wake-up of earlier nodes. Only the resources of routes that changed are encoded again.
- * - A poll that rebuilt nodes is followed at once by one more: a change made while the node
- *   pages were being read shows only on the pages read after it.
+ * - A poll that rebuilt nodes is followed by one more {@linkcode FOLLOW_UP_DELAY_MS} later: a
+ *   change made while the node pages were being read shows only on the pages read after it.
  * - A 429 from the API pauses every fetch of the poll together for its `Retry-After` (1 s when
  *   absent), then the node is fetched again; after {@linkcode MAX_RATE_LIMITED_RETRIES} such
  *   pauses, or a `Retry-After` longer than the poll interval, the poll stops and the next one
@@ -61,6 +61,9 @@ export const MAX_RATE_LIMITED_RETRIES = 3;
 
 /** The pause after a 429 without a usable `Retry-After`. */
 const DEFAULT_RETRY_AFTER_MS = 1000;
+
+/** The wait before the poll that follows a poll which rebuilt nodes (see {@linkcode SnapshotPoller.run}). */
+export const FOLLOW_UP_DELAY_MS = 250;
 
 /** Nodes rebuilt or dropped by one poll from which its garbage is worth a collection. */
 export const RECLAIM_AFTER_NODES = 100;
@@ -471,10 +474,12 @@ export class SnapshotPoller {
         continue;
       }
       // Changes made while the node pages were being read are seen only on the pages read after
-      // them: nodes on earlier pages still showed their old version. One more poll at once (not
-      // a chain of them) catches those instead of leaving them for the next interval.
+      // them: nodes on earlier pages still showed their old version. One more poll shortly after
+      // (not a chain of them) catches those instead of leaving them for the next interval; the
+      // short wait lets this poll's pushes go out first.
       if (status.rebuilt > 0 && !followUp) {
         followUp = true;
+        await sleep(Math.min(FOLLOW_UP_DELAY_MS, o.intervalMs), o.signal);
         continue;
       }
       followUp = false;
