@@ -24,7 +24,7 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import type net from "node:net";
 import type tls from "node:tls";
 import type { KeyObject, X509Certificate } from "node:crypto";
