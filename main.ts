@@ -21,6 +21,7 @@ import { listenWebTls, type RunningHttpServer, startHttpServer } from "./lib/htt
 import { registerWebConfigMetrics, WebConfig } from "./lib/http/web_config.ts";
 import { createLogger, createRedactor, type Logger } from "./lib/core/log.ts";
 import { loadTlsSupport, TlsFiles } from "./lib/tls/listener.ts";
+import { MemoryReclaimer } from "./lib/core/memory.ts";
 import { createMetrics } from "./lib/core/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
 import { StateStore } from "./lib/core/state_store.ts";
@@ -179,6 +180,10 @@ export async function runAgent(
     public_ip_lookup_error: publicIp.lastError ?? null,
   }));
 
+  // One collection after a burst (a large xDS change, streams reconnecting, a scrape storm) gives
+  // V8's grown heap back; a no-op unless the V8 flags expose gc (deploy/permissions.flags).
+  const memory = new MemoryReclaimer();
+  const stopWatchingMemory = memory.watchGrowth();
   const ctx: AgentContext = {
     config,
     log,
@@ -191,6 +196,7 @@ export async function runAgent(
     vpsId: () => lifecycle.vpsId,
     vpsIdReady: lifecycle.vpsIdReady,
     xdsTls: security.xdsTls,
+    memory,
   };
   const web = security.web;
   if (web) {
@@ -279,6 +285,8 @@ export async function runAgent(
     running,
   ]);
   await devApi?.close();
+  stopWatchingMemory();
+  memory.cancel();
   clearTimeout(timer);
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   log.info("stopped");

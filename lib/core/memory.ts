@@ -10,6 +10,8 @@
  * import { MemoryReclaimer } from "./memory.ts";
  * const reclaimer = new MemoryReclaimer();
  * reclaimer.request(); // a collection one second from now; further requests fold into it
+ * const stop = reclaimer.watchGrowth(); // and one whenever RSS grew 8 MiB since the last
+ * stop();
  * ```
  *
  * @module
@@ -23,12 +25,21 @@ export type GcFunction = (
 /** How long after the last request the collection runs: the burst is over by then. */
 export const RECLAIM_DELAY_MS = 1000;
 
+/** How often {@linkcode MemoryReclaimer.watchGrowth} reads RSS. */
+export const GROWTH_CHECK_MS = 5000;
+
+/** RSS growth since the last collection that {@linkcode MemoryReclaimer.watchGrowth} acts on. */
+export const GROWTH_BYTES = 8 * 1024 * 1024;
+
 /** Runs one memory-reducing collection after bursts of allocation. */
 export class MemoryReclaimer {
   readonly #gc: GcFunction | undefined;
   readonly #delayMs: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #runs = 0;
+  /** RSS after the last collection (or when watching began), for {@linkcode watchGrowth}. */
+  #baseline: number | undefined;
+  #rss: () => number = () => Deno.memoryUsage().rss;
 
   /**
    * @param gc V8's `gc` (default: the global one when exposed)
@@ -65,9 +76,34 @@ export class MemoryReclaimer {
       this.#runs++;
       // "last-resort" is V8's most thorough collection: it also releases emptied pages.
       gc({ type: "major", execution: "sync", flavor: "last-resort" });
+      if (this.#baseline !== undefined) this.#baseline = this.#rss();
     }, this.#delayMs);
     Deno.unrefTimer(timer);
     this.#timer = timer;
+  }
+
+  /**
+   * Watches for bursts nobody announces (a fleet of Envoys reconnecting, a storm of scrapes):
+   * every `intervalMs`, when RSS has grown by `growthBytes` since the last collection, requests
+   * one. Live data that really grew becomes the new baseline after that collection, so a larger
+   * steady state is not collected again and again.
+   *
+   * @returns a function that stops watching
+   */
+  watchGrowth(
+    opts: { intervalMs?: number; growthBytes?: number; rss?: () => number } = {},
+  ): () => void {
+    if (!this.#gc) return () => {};
+    if (opts.rss) this.#rss = opts.rss;
+    const growth = opts.growthBytes ?? GROWTH_BYTES;
+    this.#baseline = this.#rss();
+    const timer = setInterval(() => {
+      const rss = this.#rss();
+      if (rss < this.#baseline!) this.#baseline = rss;
+      else if (rss - this.#baseline! >= growth && this.#timer === undefined) this.request();
+    }, opts.intervalMs ?? GROWTH_CHECK_MS);
+    Deno.unrefTimer(timer);
+    return () => clearInterval(timer);
   }
 
   /** Cancels a pending collection (shutdown). */

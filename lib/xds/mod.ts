@@ -44,7 +44,7 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
   const cache = new SnapshotCache((e) =>
     log.error("xds: stream update failed", { error: (e as Error).message })
   );
-  const reclaimer = new MemoryReclaimer();
+  const reclaimer = ctx.memory ?? new MemoryReclaimer();
   const poller = new SnapshotPoller({
     api: ctx.api,
     cache,

@@ -22,6 +22,29 @@ Deno.test("MemoryReclaimer: requests in a burst are one memory-reducing collecti
   assert.equal(calls.length, 1, "a cancelled request never runs");
 });
 
+Deno.test("MemoryReclaimer: RSS growth since the last collection asks for one; a larger steady state does not ask again", async () => {
+  let rss = 100;
+  const calls: unknown[] = [];
+  const reclaimer = new MemoryReclaimer((o) => {
+    calls.push(o);
+    rss = 105; // the collection gave most of the growth back; 105 is the new steady state
+  }, 10);
+  const stop = reclaimer.watchGrowth({ intervalMs: 10, growthBytes: 8, rss: () => rss });
+  try {
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(calls.length, 0, "no growth, no collection");
+    rss = 110; // a burst: +10 over the baseline
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(calls.length, 1);
+    rss = 111; // +6 over the new baseline (105): below the threshold
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(calls.length, 1, "the baseline moved to the RSS after the collection");
+  } finally {
+    stop();
+    reclaimer.cancel();
+  }
+});
+
 Deno.test("MemoryReclaimer: without V8's gc it does nothing", () => {
   const reclaimer = new MemoryReclaimer(undefined, 1);
   assert.equal(reclaimer.available, false);
