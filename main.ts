@@ -182,6 +182,7 @@ export async function runAgent(
 
   // One collection after a burst (a large xDS change, streams reconnecting, a scrape storm) gives
   // V8's grown heap back; a no-op unless the V8 flags expose gc (deploy/permissions.flags).
+  // Bursts are noticed by RSS growth, so no feature has to announce them.
   const memory = new MemoryReclaimer();
   const stopWatchingMemory = memory.watchGrowth();
   const ctx: AgentContext = {
@@ -196,7 +197,6 @@ export async function runAgent(
     vpsId: () => lifecycle.vpsId,
     vpsIdReady: lifecycle.vpsIdReady,
     xdsTls: security.xdsTls,
-    memory,
   };
   const web = security.web;
   if (web) {

@@ -11,7 +11,8 @@
  * stream's new CDS and LDS (both sides read the wall clock). Measured from /proc of the agent: CPU
  * (utime + stime) per changed node, without streams (fetch, rebuild, encode, persist) and with
  * them (plus pushing); RSS with the snapshots before any stream, per connected stream, and before
- * vs after the change rounds. The API counts its requests per poll. The client's and the API's
+ * vs after the change rounds, each read 10 s after the burst before it (what the agent holds
+ * between changes). The API counts its requests per poll. The client's and the API's
  * CPU per node are printed beside the agent's: the three processes share the machine's cores.
  *
  * The API is served by this process from precomputed JSON (the DevApi handles registration and
@@ -209,6 +210,13 @@ async function persistedAfter(after: number): Promise<void> {
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * RSS is read this long after the last burst (a change round, streams connecting): what the
+ * agent holds between changes, after its memory reclaimer (RSS checked every 5 s, a collection a
+ * second after growth) has had its turn, rather than the garbage of the burst just finished.
+ */
+const MEMORY_SETTLE_MS = 10_000;
+
 try {
   await waitFor(() => dev.vps.length > 0, { timeoutMs: 60_000, message: "agent registered" });
   vpsId = dev.vps[0].id;
@@ -248,14 +256,14 @@ try {
     await settle(300);
     quietCpu.push((procStat(pid).cpuTicks - before.cpuTicks) / TICKS_PER_S * 1000 / NODES);
   }
-  await settle(2000);
+  await settle(MEMORY_SETTLE_MS);
   const snapshots = procStat(pid);
   await heap("after quiet rounds");
 
   const client = spawnClient("xds", xdsPort, NODES, String(nodes[0].version));
   try {
     await client.wait("ready", 300_000);
-    await settle(3000);
+    await settle(MEMORY_SETTLE_MS);
     const streamsUp = procStat(pid);
 
     interface Round {
@@ -307,7 +315,7 @@ try {
     };
     const all = await run(NODES);
     const some = PARTIAL > 0 && PARTIAL < NODES ? await run(PARTIAL) : [];
-    await settle(3000);
+    await settle(MEMORY_SETTLE_MS);
     const after = procStat(pid);
     await heap("after rounds");
 

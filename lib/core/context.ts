@@ -10,7 +10,6 @@ import type { SigmaClient } from "../api/client.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { AgentMetrics } from "./metrics.ts";
-import type { MemoryReclaimer } from "./memory.ts";
 import type { StateStore } from "./state_store.ts";
 import type { StatusBoard } from "../status/board.ts";
 import type { TlsFiles } from "../tls/listener.ts";
@@ -49,8 +48,6 @@ export interface AgentContext {
   vpsIdReady: Promise<string>;
   /** TLS material of the xDS port (`--xds-tls-*`), loaded and checked at start. */
   xdsTls?: TlsFiles;
-  /** Gives memory back after bursts of work (one per process; features request collections). */
-  memory?: MemoryReclaimer;
 }
 
 /** What a started feature gives back to `main.ts`. */

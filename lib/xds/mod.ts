@@ -26,7 +26,6 @@
  * @module
  */
 import type { AgentContext, Feature } from "../core/context.ts";
-import { MemoryReclaimer } from "../core/memory.ts";
 import { SnapshotCache } from "./cache.ts";
 import { SnapshotPoller } from "./poller.ts";
 import { XdsServer } from "./server.ts";
@@ -44,7 +43,6 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
   const cache = new SnapshotCache((e) =>
     log.error("xds: stream update failed", { error: (e as Error).message })
   );
-  const reclaimer = ctx.memory ?? new MemoryReclaimer();
   const poller = new SnapshotPoller({
     api: ctx.api,
     cache,
@@ -55,7 +53,6 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
     vpsIdReady: ctx.vpsIdReady,
     intervalMs: ctx.config.xdsPollInterval * 1000,
     signal,
-    reclaim: () => reclaimer.request(),
   });
   await poller.load();
   const server = new XdsServer({
@@ -90,7 +87,6 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
     port,
     stop: async () => {
       stopping.abort();
-      reclaimer.cancel();
       await server.stop();
       await loop;
     },

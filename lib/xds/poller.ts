@@ -65,9 +65,6 @@ const DEFAULT_RETRY_AFTER_MS = 1000;
 /** The wait before the poll that follows a poll which rebuilt nodes (see {@linkcode SnapshotPoller.run}). */
 export const FOLLOW_UP_DELAY_MS = 250;
 
-/** Nodes rebuilt or dropped by one poll from which its garbage is worth a collection. */
-export const RECLAIM_AFTER_NODES = 100;
-
 /** Description sent when a stream's unknown node id is registered (as the seed did). */
 export const AUTO_REGISTER_DESCRIPTION = "Auto-registered by agent";
 
@@ -96,11 +93,6 @@ export interface PollerOptions {
   registerRetryMs?: number;
   /** Route fetches in flight at once (default {@linkcode DEFAULT_FETCH_CONCURRENCY}). */
   fetchConcurrency?: number;
-  /**
-   * Called after a poll that rebuilt or dropped at least {@linkcode RECLAIM_AFTER_NODES} nodes:
-   * the moment to give the memory of the replaced snapshots back (see `core/memory.ts`).
-   */
-  reclaim?: () => void;
 }
 
 /** What a node's snapshot was built from; persisted as is. */
@@ -300,7 +292,6 @@ export class SnapshotPoller {
       errors.unshift(describe(e));
     } finally {
       if (status.rebuilt > 0 || status.dropped > 0) await this.#persist();
-      if (status.rebuilt + status.dropped >= RECLAIM_AFTER_NODES) o.reclaim?.();
     }
     if (errors.length > 0) {
       status.result = "failure";

@@ -17,7 +17,6 @@ import { encodeRoute } from "../../lib/xds/resources.ts";
 import {
   DEFAULT_FETCH_CONCURRENCY,
   type PollerApi,
-  RECLAIM_AFTER_NODES,
   SNAPSHOT_FILE,
   SnapshotPoller,
 } from "../../lib/xds/poller.ts";
@@ -40,7 +39,6 @@ function poller(
     api?: PollerApi;
     cache?: SnapshotCache;
     intervalMs?: number;
-    reclaim?: () => void;
   } = {},
 ) {
   const client = new SigmaClient({ baseUrl: dev.url, apiKey: undefined, timeoutMs: 5000 });
@@ -56,7 +54,6 @@ function poller(
     vpsIdReady: Promise.resolve(vpsId),
     intervalMs: extra.intervalMs ?? 3_600_000,
     signal: signal.signal,
-    reclaim: extra.reclaim,
   });
   return { poller: p, cache, client, stop: () => signal.abort() };
 }
@@ -193,25 +190,6 @@ Deno.test("poller: only changed routes are encoded again; unchanged resources ke
         } else assert.equal(res, before.resources[type].get(name), `${name} kept`);
       }
     }
-  } finally {
-    await dev.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("poller: a poll that rebuilt or dropped 100+ nodes asks for memory back once; smaller ones do not", async () => {
-  const { dev, vpsId, rows } = await fleet(RECLAIM_AFTER_NODES, 1);
-  const dir = await Deno.makeTempDir();
-  try {
-    let reclaims = 0;
-    const { poller: p } = poller(dev, vpsId, new StateStore(dir), { reclaim: () => reclaims++ });
-    assert.equal((await p.pollOnce()).rebuilt, RECLAIM_AFTER_NODES);
-    assert.equal(reclaims, 1);
-    for (const row of rows.slice(1)) dev.bumpVersion(row);
-    assert.equal((await p.pollOnce()).rebuilt, RECLAIM_AFTER_NODES - 1);
-    assert.equal(reclaims, 1, "99 nodes are not worth a collection");
-    await p.pollOnce();
-    assert.equal(reclaims, 1, "an unchanged poll neither");
   } finally {
     await dev.close();
     await Deno.remove(dir, { recursive: true });
