@@ -7,12 +7,16 @@
  *
  * Speed comes from spreading those bind tests over the calling thread plus Web Workers (one per
  * CPU beyond the first, at most 4). Workers need no permission beyond the `--allow-net` the agent already has.
- * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls against the four of a C loop
- * (`socket`, `setsockopt`, `bind`, `close`); on two cores a 20 001-port scan comes close to the
- * single-threaded C loop. Workers live for one scan only, but each leaves ~14 MB resident after it
- * ends, which is why the calling thread does a share of the work instead of a further worker; it
- * yields between its chunks (≈ 20 ms each) so HTTP and xDS are still served, and
- * small ranges are tested inline, where starting workers would cost more than it saves.
+ * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls (`socket`, `setsockopt`,
+ * `bind`, `listen`, `getsockname`, two `fcntl`, `epoll_ctl` add and delete, `close`) against the
+ * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ≈ 2.5× the C loop's time per port on
+ * one thread, so the scan is fast only when a second core is free. Workers live for one scan only
+ * (~5–9 MB while they run); the agent's `--no-memory-pool-share-memory-on-teardown` V8 flag makes
+ * that memory go back to the system when the worker ends, where V8 would otherwise keep it for
+ * ~15 s. The calling thread does a share of the work instead of a further worker; it yields to
+ * the event loop every 10 ms and lets sockets be polled every 50 ms, so HTTP and xDS are still
+ * served during a scan. Chunks shrink towards the end so the threads finish together, and small
+ * ranges are tested inline, where starting workers (≈ 30 ms) would cost more than it saves.
  *
  * @example
  * ```ts
@@ -119,8 +123,43 @@ export interface BindScannerOptions {
   chunk?: number;
 }
 
-/** When scanning inline, the longest stretch (ms) of bind tests between yields to the event loop. */
-const INLINE_SLICE_MS = 25;
+/** The smallest chunk handed out at the end of a parallel scan (≈ 2 ms of bind tests). */
+const MIN_CHUNK = 64;
+
+/** The longest stretch (ms) of bind tests on the calling thread before timers and worker replies run. */
+const SLICE_MS = 10;
+
+/** The longest stretch (ms) before sockets (HTTP requests, xDS streams) are served too. */
+const IO_SLICE_MS = 50;
+
+/**
+ * Paces the bind tests of the calling thread. Deno runs `setImmediate` callbacks (and with them
+ * timers and worker replies) without polling sockets, so a scan that yielded only through them
+ * would answer no request until it ends; `setTimeout(0)` polls them but costs ≈ 2 ms of timer
+ * granularity. So: a cheap yield every {@linkcode SLICE_MS}, a timeout every
+ * {@linkcode IO_SLICE_MS} (≈ 4 % of the thread). `tests/ports/scanner_test.ts` checks that
+ * requests are answered while a scan runs.
+ */
+class Pacer {
+  #slice = performance.now();
+  #io = this.#slice;
+
+  /** Whether the current slice is over (cheap enough to ask every few dozen ports). */
+  due(): boolean {
+    return performance.now() - this.#slice >= SLICE_MS;
+  }
+
+  /** Lets the event loop run, then starts the next slice. */
+  async yield(): Promise<void> {
+    if (performance.now() - this.#io >= IO_SLICE_MS) {
+      await new Promise((r) => setTimeout(r, 0));
+      this.#io = performance.now();
+    } else {
+      await new Promise((r) => setImmediate(r));
+    }
+    this.#slice = performance.now();
+  }
+}
 
 /** Scans port ranges with the bind test. */
 export class BindScanner {
@@ -132,7 +171,7 @@ export class BindScanner {
   constructor(opts: BindScannerOptions = {}) {
     const cpus = Math.max(1, navigator.hardwareConcurrency || 1);
     // This thread scans too (in slices between event-loop turns), so one CPU needs no worker:
-    // every worker costs ~14 MB that stays resident after it ends.
+    // a worker costs memory (~5–9 MB while it runs) and is no faster without a free core.
     this.#workers = Math.max(0, Math.floor(opts.workers ?? Math.min(4, cpus - 1)));
     this.#inlineBelow = opts.inlineBelow ?? 2048;
     this.#chunk = Math.max(1, Math.floor(opts.chunk ?? 1024));
@@ -177,11 +216,17 @@ export class BindScanner {
     const workers: Worker[] = [];
     const busy: number[] = [];
     let next = range.start;
-    /** The next chunk to test, or undefined when every port has been handed out. */
+    /**
+     * The next chunk to test, or undefined when every port has been handed out. Chunks shrink
+     * towards the end (an eighth of what is left per thread, down to {@linkcode MIN_CHUNK}), so
+     * no thread is left testing a full chunk while the others have nothing to do.
+     */
     const take = (): PortRange | undefined => {
-      if (next > range.end) return undefined;
+      const left = range.end - next + 1;
+      if (left <= 0) return undefined;
+      const size = Math.min(chunk, Math.max(MIN_CHUNK, Math.ceil(left / (8 * (count + 1)))));
       const start = next;
-      next = Math.min(range.end, start + chunk - 1) + 1;
+      next = Math.min(range.end, start + size - 1) + 1;
       return { start, end: next - 1 };
     };
     let onAbort = () => {};
@@ -221,16 +266,16 @@ export class BindScanner {
           };
           feed(worker);
         }
-        // This thread tests chunks too, from before the workers have booted (~20 ms) to the end.
-        // It yields between chunks so worker replies, HTTP requests and xDS streams are served.
+        // This thread tests chunks too, from before the workers have booted (~30 ms) to the end.
+        // It yields every SLICE_MS so worker replies, HTTP requests and xDS streams are served.
         active++;
         (async () => {
+          const pacer = new Pacer();
           for (let piece; !signal?.aborted && (piece = take());) {
             for (let port = piece.start; port <= piece.end; port++) {
               if (!bindTest(port)) busy.push(port);
+              if ((port & 31) === 0 && pacer.due()) await pacer.yield();
             }
-            // setImmediate, not setTimeout(0): nested zero timeouts are clamped to 4 ms each.
-            await new Promise((r) => setImmediate(r));
           }
           done();
         })().catch(reject);
@@ -250,14 +295,12 @@ function isPermissionError(e: unknown): boolean {
 /** The bind test over `range` on the calling thread, yielding to the event loop now and then. */
 async function scanInline(range: PortRange, signal?: AbortSignal): Promise<number[]> {
   const busy: number[] = [];
-  let sliceStart = performance.now();
+  const pacer = new Pacer();
   for (let port = range.start; port <= range.end; port++) {
     if (!bindTest(port)) busy.push(port);
-    // A zero timeout is clamped to a few ms once nested, so yield by time, not by port count.
-    if ((port & 127) === 0 && performance.now() - sliceStart >= INLINE_SLICE_MS) {
-      await new Promise((r) => setTimeout(r, 0));
+    if ((port & 31) === 0 && pacer.due()) {
+      await pacer.yield();
       signal?.throwIfAborted();
-      sliceStart = performance.now();
     }
   }
   return busy;

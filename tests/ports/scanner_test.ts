@@ -253,3 +253,49 @@ Deno.test("scanner: a scan worker's memory goes back to the system when it ends,
     await Deno.remove(file);
   }
 });
+
+Deno.test("scanner: HTTP requests are answered while a scan runs, on both scan paths", async () => {
+  // A client in another process asks every few ms; the scan must leave the event loop free
+  // to answer it between slices instead of only once the whole range is done.
+  let scanning = false;
+  let hits = 0;
+  let hitsWhileScanning = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    hits++;
+    if (scanning) hitsWhileScanning++;
+    return new Response("ok");
+  });
+  const client = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `while (true) {
+         await fetch("http://127.0.0.1:${server.addr.port}/").then((r) => r.text(), () => {});
+         await new Promise((r) => setTimeout(r, 3));
+       }`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    for (const deadline = Date.now() + 20_000; hits < 3;) {
+      assert.ok(Date.now() < deadline, "the client never reached the server");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const opts of [{ workers: 1, inlineBelow: 0 }, { workers: 0 }]) {
+      hitsWhileScanning = 0;
+      scanning = true;
+      const started = performance.now();
+      const r = await new BindScanner(opts).scan({ start: 20000, end: 39999 });
+      scanning = false;
+      const ms = performance.now() - started;
+      assert.ok(
+        hitsWhileScanning >= 2,
+        `${r.method} scan of ${ms.toFixed(0)} ms answered ${hitsWhileScanning} requests meanwhile`,
+      );
+    }
+  } finally {
+    client.kill();
+    await client.status;
+    await server.shutdown();
+  }
+});
