@@ -9,11 +9,12 @@
  * CPU beyond the first, at most 4). Workers need no permission beyond the `--allow-net` the agent already has.
  * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls (`socket`, `setsockopt`,
  * `bind`, `listen`, `getsockname`, two `fcntl`, `epoll_ctl` add and delete, `close`) against the
- * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ≈ 2.5× the C loop's time per port on
- * one thread, so the scan is fast only when a second core is free. Workers live for one scan only
- * (~5–9 MB while they run); the agent's `--no-memory-pool-share-memory-on-teardown` V8 flag makes
- * that memory go back to the system when the worker ends, where V8 would otherwise keep it for
- * ~15 s. The calling thread does a share of the work instead of a further worker; it yields to
+ * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ≈ 3× the C loop's time per port on
+ * one thread (measured on a 2-core VM, where system calls are dear), so even two threads that
+ * scale perfectly stay above 1.5× the C loop, and a second thread helps only when a core is free.
+ * Workers live for one scan only (~5–9 MB while they run); the agent's
+ * `--no-memory-pool-share-memory-on-teardown` V8 flag makes that memory go back to the system when
+ * the worker ends, where V8 would otherwise keep it for ~15 s. The calling thread does a share of the work instead of a further worker; it yields to
  * the event loop every 10 ms and lets sockets be polled every 50 ms, so HTTP and xDS are still
  * served during a scan. Small ranges are tested inline, where starting workers (≈ 30 ms) would
  * cost more than it saves.
