@@ -8,6 +8,10 @@
  * forced inline, and a full scan cycle (bind scan + `ss -tulnp` attribution + metrics). Every
  * method must report the same number of available ports; the run fails if they disagree.
  *
+ * Then the memory side: the resident memory of a process started with the agent's flags
+ * (deploy/permissions.flags), 1 s after one scan of the range through workers, inline, or not at all,
+ * and through workers without the V8 flag that hands a worker's pages back when it ends.
+ *
  * Run: `deno task bench:ports` (options: `--range START-END`, `--rounds N`). Needs gcc.
  * Under `deno bench` the same comparisons run as `Deno.bench` cases (the C case then includes
  * process start-up).
@@ -20,6 +24,7 @@ import { silentLogger } from "../lib/core/log.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
 import { PortScan } from "../lib/ports/port_scan.ts";
 import { BindScanner, bindTest, type PortRange } from "../lib/ports/scanner.ts";
+import { startPermissionFlags } from "../tests/helpers.ts";
 
 const SOURCE = new URL("./ports_scan_reference.c", import.meta.url).pathname;
 
@@ -53,6 +58,35 @@ function naiveLoop(range: PortRange): number {
   let available = 0;
   for (let port = range.start; port <= range.end; port++) if (bindTest(port)) available++;
   return available;
+}
+
+/**
+ * RSS (MB) of a fresh process with the agent's flags 1 s after one scan of `range`: `workers`
+ * (the default on 2+ CPUs), `inline`, or `none`; `dropFlag` removes a flag line first.
+ */
+async function rssAfterScan(
+  range: PortRange,
+  how: "workers" | "inline" | "none",
+  dropFlag?: string,
+): Promise<number> {
+  const scanner = new URL("../lib/ports/scanner.ts", import.meta.url).href;
+  const opts = how === "inline" ? "{ workers: 0 }" : "{ workers: 1 }";
+  const code = `import { BindScanner } from "${scanner}";
+    ${how === "none" ? "" : `await new BindScanner(${opts}).scan(${JSON.stringify(range)});`}
+    await new Promise((r) => setTimeout(r, 1000));
+    console.log(Deno.memoryUsage().rss);`;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, code);
+    const flags = startPermissionFlags().filter((f) => f !== dropFlag);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--quiet", ...flags, file],
+      stdout: "piped",
+    }).output();
+    return Number(new TextDecoder().decode(out.stdout)) / 1048576;
+  } finally {
+    await Deno.remove(file);
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -133,6 +167,30 @@ async function main(): Promise<void> {
       ratio <= 1.5 ? "MET" : "NOT MET"
     }`,
   );
+
+  const FLAG = "--v8-flags=--no-memory-pool-share-memory-on-teardown";
+  const memory: [string, () => Promise<number>][] = [
+    ["no scan", () => rssAfterScan(range, "none")],
+    ["inline scan", () => rssAfterScan(range, "inline")],
+    ["worker scan", () => rssAfterScan(range, "workers")],
+    [`worker scan without ${FLAG.slice(11)}`, () => rssAfterScan(range, "workers", FLAG)],
+  ];
+  const rss = memory.map(() => [] as number[]);
+  for (let r = 0; r < Math.min(rounds, 5); r++) {
+    for (const [i, [, run]] of memory.entries()) rss[i].push(await run());
+  }
+  console.log(
+    `RSS 1 s after one scan, process with the agent's flags (median of ${rss[0].length}):`,
+  );
+  for (const [i, [name]] of memory.entries()) {
+    console.log(
+      `  ${name.padEnd(60)} ${median(rss[i]).toFixed(1).padStart(5)} MB  (${
+        Math.min(...rss[i]).toFixed(1)
+      }–${Math.max(...rss[i]).toFixed(1)})`,
+    );
+  }
+  console.log(`load ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+
   const all = new Set(answers.flatMap((a) => [...a]));
   if (all.size !== 1) {
     console.error(`methods disagree on available ports: ${[...all].join(", ")}`);

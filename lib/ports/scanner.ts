@@ -7,12 +7,17 @@
  *
  * Speed comes from spreading those bind tests over the calling thread plus Web Workers (one per
  * CPU beyond the first, at most 4). Workers need no permission beyond the `--allow-net` the agent already has.
- * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls against the four of a C loop
- * (`socket`, `setsockopt`, `bind`, `close`); on two cores a 20 001-port scan comes close to the
- * single-threaded C loop. Workers live for one scan only, but each leaves ~14 MB resident after it
- * ends, which is why the calling thread does a share of the work instead of a further worker; it
- * yields between its chunks (≈ 20 ms each) so HTTP and xDS are still served, and
- * small ranges are tested inline, where starting workers would cost more than it saves.
+ * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls (`socket`, `setsockopt`,
+ * `bind`, `listen`, `getsockname`, two `fcntl`, `epoll_ctl` add and delete, `close`) against the
+ * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ≈ 3× the C loop's time per port on
+ * one thread (measured on a 2-core VM, where system calls are dear), so even two threads that
+ * scale perfectly stay above 1.5× the C loop, and a second thread helps only when a core is free.
+ * Workers live for one scan only (~5–9 MB while they run); the agent's
+ * `--no-memory-pool-share-memory-on-teardown` V8 flag makes that memory go back to the system when
+ * the worker ends, where V8 would otherwise keep it for ~15 s. The calling thread does a share of the work instead of a further worker; it yields to
+ * the event loop every 10 ms and lets sockets be polled every 50 ms, so HTTP and xDS are still
+ * served during a scan. Small ranges are tested inline, where starting workers (≈ 30 ms) would
+ * cost more than it saves.
  *
  * @example
  * ```ts
@@ -119,8 +124,40 @@ export interface BindScannerOptions {
   chunk?: number;
 }
 
-/** When scanning inline, the longest stretch (ms) of bind tests between yields to the event loop. */
-const INLINE_SLICE_MS = 25;
+/** The longest stretch (ms) of bind tests on the calling thread before timers and worker replies run. */
+const SLICE_MS = 10;
+
+/** The longest stretch (ms) before sockets (HTTP requests, xDS streams) are served too. */
+const IO_SLICE_MS = 50;
+
+/**
+ * Paces the bind tests of the calling thread. Deno runs `setImmediate` callbacks (and with them
+ * timers and worker replies) without polling sockets, so a scan that yielded only through them
+ * would answer no request until it ends; `setTimeout(0)` polls them but costs ≈ 2 ms of timer
+ * granularity. So: a cheap yield every {@linkcode SLICE_MS}, a timeout every
+ * {@linkcode IO_SLICE_MS} (≈ 4 % of the thread). `tests/ports/scanner_test.ts` checks that
+ * requests are answered while a scan runs.
+ */
+class Pacer {
+  #slice = performance.now();
+  #io = this.#slice;
+
+  /** Whether the current slice is over (cheap enough to ask every few dozen ports). */
+  due(): boolean {
+    return performance.now() - this.#slice >= SLICE_MS;
+  }
+
+  /** Lets the event loop run, then starts the next slice. */
+  async yield(): Promise<void> {
+    if (performance.now() - this.#io >= IO_SLICE_MS) {
+      await new Promise((r) => setTimeout(r, 0));
+      this.#io = performance.now();
+    } else {
+      await new Promise((r) => setImmediate(r));
+    }
+    this.#slice = performance.now();
+  }
+}
 
 /** Scans port ranges with the bind test. */
 export class BindScanner {
@@ -132,7 +169,7 @@ export class BindScanner {
   constructor(opts: BindScannerOptions = {}) {
     const cpus = Math.max(1, navigator.hardwareConcurrency || 1);
     // This thread scans too (in slices between event-loop turns), so one CPU needs no worker:
-    // every worker costs ~14 MB that stays resident after it ends.
+    // a worker costs memory (~5–9 MB while it runs) and is no faster without a free core.
     this.#workers = Math.max(0, Math.floor(opts.workers ?? Math.min(4, cpus - 1)));
     this.#inlineBelow = opts.inlineBelow ?? 2048;
     this.#chunk = Math.max(1, Math.floor(opts.chunk ?? 1024));
@@ -177,7 +214,11 @@ export class BindScanner {
     const workers: Worker[] = [];
     const busy: number[] = [];
     let next = range.start;
-    /** The next chunk to test, or undefined when every port has been handed out. */
+    /**
+     * The next chunk to test, or undefined when every port has been handed out. Chunks keep their
+     * size to the end: smaller ones (measured: down to 64 ports) leave a worker idle until this
+     * thread's next yield hands it more, which costs more than the shorter tail saves.
+     */
     const take = (): PortRange | undefined => {
       if (next > range.end) return undefined;
       const start = next;
@@ -221,16 +262,16 @@ export class BindScanner {
           };
           feed(worker);
         }
-        // This thread tests chunks too, from before the workers have booted (~20 ms) to the end.
-        // It yields between chunks so worker replies, HTTP requests and xDS streams are served.
+        // This thread tests chunks too, from before the workers have booted (~30 ms) to the end.
+        // It yields every SLICE_MS so worker replies, HTTP requests and xDS streams are served.
         active++;
         (async () => {
+          const pacer = new Pacer();
           for (let piece; !signal?.aborted && (piece = take());) {
             for (let port = piece.start; port <= piece.end; port++) {
               if (!bindTest(port)) busy.push(port);
+              if ((port & 31) === 0 && pacer.due()) await pacer.yield();
             }
-            // setImmediate, not setTimeout(0): nested zero timeouts are clamped to 4 ms each.
-            await new Promise((r) => setImmediate(r));
           }
           done();
         })().catch(reject);
@@ -250,14 +291,12 @@ function isPermissionError(e: unknown): boolean {
 /** The bind test over `range` on the calling thread, yielding to the event loop now and then. */
 async function scanInline(range: PortRange, signal?: AbortSignal): Promise<number[]> {
   const busy: number[] = [];
-  let sliceStart = performance.now();
+  const pacer = new Pacer();
   for (let port = range.start; port <= range.end; port++) {
     if (!bindTest(port)) busy.push(port);
-    // A zero timeout is clamped to a few ms once nested, so yield by time, not by port count.
-    if ((port & 127) === 0 && performance.now() - sliceStart >= INLINE_SLICE_MS) {
-      await new Promise((r) => setTimeout(r, 0));
+    if ((port & 31) === 0 && pacer.due()) {
+      await pacer.yield();
       signal?.throwIfAborted();
-      sliceStart = performance.now();
     }
   }
   return busy;
