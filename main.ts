@@ -267,6 +267,8 @@ export async function runAgent(
   }
 
   const running = exitCode === 0 ? lifecycle.run(signal) : Promise.resolve();
+  // Start-up is a burst too (every module compiled, the first scan, sync and poll).
+  if (exitCode === 0) memory.request();
   // A failed start has aborted already: waiting for the abort event would hang for ever.
   if (!signal.aborted) {
     await new Promise<void>((resolve) =>
