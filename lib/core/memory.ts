@@ -31,6 +31,12 @@ export const GROWTH_CHECK_MS = 5000;
 /** RSS growth since the last collection that {@linkcode MemoryReclaimer.watchGrowth} acts on. */
 export const GROWTH_BYTES = 8 * 1024 * 1024;
 
+/**
+ * How little RSS may move between two checks for the burst to count as over: the collection
+ * pauses the agent for tens of milliseconds, which a push in progress should not wait for.
+ */
+export const QUIET_BYTES = 1024 * 1024;
+
 /** Runs one memory-reducing collection after bursts of allocation. */
 export class MemoryReclaimer {
   readonly #gc: GcFunction | undefined;
@@ -83,10 +89,11 @@ export class MemoryReclaimer {
   }
 
   /**
-   * Watches for bursts nobody announces (a fleet of Envoys reconnecting, a storm of scrapes):
-   * every `intervalMs`, when RSS has grown by `growthBytes` since the last collection, requests
-   * one. Live data that really grew becomes the new baseline after that collection, so a larger
-   * steady state is not collected again and again.
+   * Watches for bursts nobody announces (a large xDS change, a fleet of Envoys reconnecting, a
+   * storm of scrapes): every `intervalMs`, when RSS has grown by `growthBytes` since the last
+   * collection and moved less than {@linkcode QUIET_BYTES} since the previous check (the burst is
+   * over), requests one. Live data that really grew becomes the new baseline after that
+   * collection, so a larger steady state is not collected again and again.
    *
    * @returns a function that stops watching
    */
@@ -97,10 +104,15 @@ export class MemoryReclaimer {
     if (opts.rss) this.#rss = opts.rss;
     const growth = opts.growthBytes ?? GROWTH_BYTES;
     this.#baseline = this.#rss();
+    let previous = this.#baseline;
     const timer = setInterval(() => {
       const rss = this.#rss();
+      const quiet = Math.abs(rss - previous) < QUIET_BYTES;
+      previous = rss;
       if (rss < this.#baseline!) this.#baseline = rss;
-      else if (rss - this.#baseline! >= growth && this.#timer === undefined) this.request();
+      else if (rss - this.#baseline! >= growth && quiet && this.#timer === undefined) {
+        this.request();
+      }
     }, opts.intervalMs ?? GROWTH_CHECK_MS);
     Deno.unrefTimer(timer);
     return () => clearInterval(timer);

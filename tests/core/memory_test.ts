@@ -29,13 +29,25 @@ Deno.test("MemoryReclaimer: RSS growth since the last collection asks for one; a
     calls.push(o);
     rss = 105; // the collection gave most of the growth back; 105 is the new steady state
   }, 10);
-  const stop = reclaimer.watchGrowth({ intervalMs: 10, growthBytes: 8, rss: () => rss });
+  let burst = false; // every read during a burst finds RSS 5 MiB higher than the one before
+  const stop = reclaimer.watchGrowth({
+    intervalMs: 10,
+    growthBytes: 8,
+    rss: () => burst ? (rss += 5 * 1024 * 1024) : rss,
+  });
   try {
     await new Promise((r) => setTimeout(r, 60));
     assert.equal(calls.length, 0, "no growth, no collection");
     rss = 110; // a burst: +10 over the baseline
     await new Promise((r) => setTimeout(r, 80));
     assert.equal(calls.length, 1);
+    // While RSS keeps moving (a burst in progress), nothing runs however far above it is.
+    burst = true;
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(calls.length, 1, "no collection in the middle of a burst");
+    burst = false;
+    rss = 105;
+    await new Promise((r) => setTimeout(r, 80));
     rss = 111; // +6 over the new baseline (105): below the threshold
     await new Promise((r) => setTimeout(r, 80));
     assert.equal(calls.length, 1, "the baseline moved to the RSS after the collection");
