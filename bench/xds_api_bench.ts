@@ -212,7 +212,7 @@ const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * RSS is read this long after the last burst (a change round, streams connecting): what the
- * agent holds between changes, after its memory reclaimer (RSS checked every 5 s, a collection a
+ * agent holds between changes, after its memory reclaimer (RSS checked every 3 s, a collection a
  * second after growth) has had its turn, rather than the garbage of the burst just finished.
  */
 const MEMORY_SETTLE_MS = 10_000;

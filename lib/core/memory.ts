@@ -26,7 +26,7 @@ export type GcFunction = (
 export const RECLAIM_DELAY_MS = 1000;
 
 /** How often {@linkcode MemoryReclaimer.watchGrowth} reads RSS. */
-export const GROWTH_CHECK_MS = 5000;
+export const GROWTH_CHECK_MS = 3000;
 
 /** RSS growth since the last collection that {@linkcode MemoryReclaimer.watchGrowth} acts on. */
 export const GROWTH_BYTES = 8 * 1024 * 1024;
