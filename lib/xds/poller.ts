@@ -62,7 +62,7 @@ export const MAX_RATE_LIMITED_RETRIES = 3;
 /** The pause after a 429 without a usable `Retry-After`. */
 const DEFAULT_RETRY_AFTER_MS = 1000;
 
-/** The wait before the poll that follows a poll which rebuilt nodes (see {@linkcode SnapshotPoller.run}). */
+/** The wait before the poll that follows one which rebuilt nodes ({@linkcode SnapshotPoller.run}). */
 export const FOLLOW_UP_DELAY_MS = 250;
 
 /** Description sent when a stream's unknown node id is registered (as the seed did). */
@@ -125,8 +125,8 @@ const PERSISTED_FIELDS = [
  * What the poller keeps of a node: its source as the JSON persisted for it, made once when the
  * node changes. A poll's durable write streams these strings to the file instead of serializing
  * every node again; a JSON string is smaller than the route objects it holds, and it lives in the
- * JS heap, which compacts, rather than in a byte buffer of its own. The routes are parsed back
- * only when the node changes again (to reuse the resources of unchanged routes).
+ * JS heap, which compacts, rather than in a byte buffer of its own. When the node changes again,
+ * the new routes are looked up in it (to reuse the resources of unchanged routes).
  */
 interface KnownNode {
   id: string;
