@@ -159,11 +159,11 @@ const MAX_CONTINUATIONS = 32;
  */
 const OUT_HIGH_WATER = 64 * 1024;
 /**
- * Output buffers: one of this size per connection while it has bytes to write (larger only for
- * more), kept for reuse once written, at most `MAX_SPARE_OUT` of them per server: a push to
- * 1,000 connections then allocates no buffer per write.
+ * Output buffers up to this size are kept for reuse once written, at most `MAX_SPARE_OUT` of them
+ * per server (the xDS server pushes to 64 streams per turn): pushing to a thousand connections
+ * then allocates a buffer for a few writes, not for every one.
  */
-const OUT_BUFFER_BYTES = 16 * 1024;
+const MAX_SPARE_BYTES = 16 * 1024;
 const MAX_SPARE_OUT = 64;
 /** Unwritten control frames a peer that does not read may cause before it is dropped. */
 const MAX_UNWRITTEN = 1024 * 1024;
@@ -244,7 +244,7 @@ interface ServerContext {
   // deno-lint-ignore no-explicit-any
   readonly methods: Record<string, BidiMethod<any, any>>;
   readonly calls: Set<Stream>;
-  /** Written output buffers of `OUT_BUFFER_BYTES`, for reuse. */
+  /** Written output buffers of at most `MAX_SPARE_BYTES`, for reuse. */
   readonly spareOut: Uint8Array[];
   onError(err: unknown, path: string): void;
 }
@@ -1174,9 +1174,12 @@ class Connection {
     const need = this.#outLength + n;
     if (!this.#out || this.#out.length < need) {
       const old = this.#out;
-      const grown = need <= OUT_BUFFER_BYTES
-        ? this.ctx.spareOut.pop() ?? new Uint8Array(OUT_BUFFER_BYTES)
-        : new Uint8Array(Math.max(need, 2 * (old?.length ?? 0)));
+      // The last spare written, if it is large enough (one too small is dropped: the spares
+      // then follow the sizes written lately).
+      const spare = this.ctx.spareOut.pop();
+      const grown = spare && spare.length >= need
+        ? spare
+        : new Uint8Array(Math.max(need, 2 * (old?.length ?? 0), 256));
       if (old) {
         grown.set(old.subarray(0, this.#outLength));
         this.#recycle(old);
@@ -1262,7 +1265,7 @@ class Connection {
   /** An output buffer whose bytes are written: back to the server's spares (a bounded few). */
   #recycle(buf: Uint8Array) {
     const spares = this.ctx.spareOut;
-    if (buf.length === OUT_BUFFER_BYTES && spares.length < MAX_SPARE_OUT) spares.push(buf);
+    if (buf.length <= MAX_SPARE_BYTES && spares.length < MAX_SPARE_OUT) spares.push(buf);
   }
 
   /** Starts the writer unless it runs; it writes until the output buffer stays empty. */
