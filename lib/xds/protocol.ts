@@ -194,6 +194,8 @@ export interface TypeStatus {
 }
 
 const STALE_SUFFIX = "+stale";
+/** SotW's `removed` lists, always empty: one shared, frozen array. */
+const NONE = Object.freeze([]) as unknown as string[];
 /** Planning order: clusters first. */
 const TYPES = ["cds", "lds"] as const;
 /** Unanswered Delta responses remembered per type; older ones count as stale. */
@@ -554,7 +556,8 @@ export class XdsStream {
     const s = this.#state[type];
     let target: ReadonlyMap<string, XdsResource> = this.#desired(type);
     let retained = 0;
-    if (type === "cds" && s.sentOnce) {
+    // Held is the very map wanted (an ACK of the current set): nothing can be stale.
+    if (type === "cds" && s.sentOnce && s.held !== target) {
       let stale: [string, XdsResource][] | undefined;
       for (const [name, h] of s.held) {
         if (!target.has(name) && typeof h !== "string" && (s.wildcard || s.names.has(name))) {
@@ -579,14 +582,14 @@ export class XdsStream {
     s.sentOnce = true;
     s.lastNonce = nonce;
     s.pending.clear(); // SotW: only the latest response can be ACKed.
-    s.pending.set(nonce, { version, sentAt: now, names: target, removed: [] });
+    s.pending.set(nonce, { version, sentAt: now, names: target, removed: NONE });
     return {
       type,
       typeUrl: TYPE_URLS[type],
       nonce,
       version,
       resources: [...target.values()],
-      removed: [],
+      removed: NONE,
       latencyMs: now - Math.max(this.#snapshot!.installedAt, s.subscribedAt),
     };
   }
