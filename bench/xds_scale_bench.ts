@@ -21,7 +21,8 @@
  * each with the same ACK bytes as the xDS client (the server's transport reads them, nothing
  * decodes them). So both sides move the same traffic; what differs is the xDS logic: decoding
  * requests, the protocol state machine, encoding, metrics, and for `renamed` the wait for the
- * CDS ACK before LDS. Results are printed as ratios of medians. Memory: server RSS before the
+ * CDS ACK before LDS. Results are printed as ratios of medians, with the server process's CPU
+ * time per stream in the timed window (what one push and its ACKs cost the server). Memory: server RSS before the
  * streams, with every stream connected and served, and after all streams closed.
  *
  * Run: `deno task bench:xds` (options: `--streams N`, `--routes N`, `--rounds N`). The clients run
@@ -36,6 +37,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { parseArgs } from "node:util";
+import process from "node:process";
 import {
   DiscoveryRequestSchema,
   DiscoveryResponseSchema,
@@ -320,10 +322,18 @@ function responseBytes(
 
 interface RoundResult {
   ms: number;
+  /** CPU time of this (the server's) process in the timed window, ms. */
+  cpuMs: number;
   bytes: number;
   before: Mem;
   served: Mem;
   closed: Mem;
+}
+
+/** CPU time (user + system) of this process so far, ms. */
+function cpuNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /** The reference: the responses the xDS server writes on the critical path, with no xDS logic. */
@@ -368,6 +378,7 @@ async function referenceRound(fx: Fixture, streams: number): Promise<RoundResult
     await client.wait("ready", 120_000);
     await client.send("next");
     await client.wait("armed", 10_000);
+    const cpu0 = cpuNow();
     const t0 = now();
     for (let n = 0; n < streams; n++) {
       const write = writers.get(n)!;
@@ -375,13 +386,14 @@ async function referenceRound(fx: Fixture, streams: number): Promise<RoundResult
       write(v2[n][1]);
     }
     const done = await client.wait("done", 120_000);
+    const cpuMs = cpuNow() - cpu0;
     const served = await settledMem("reference served");
     await client.send("close");
     await client.wait("closed", 30_000);
     const end = Date.now() + 30_000;
     while (server.callCount > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     const closed = await settledMem("reference closed");
-    return { ms: done.at! - t0, bytes, before, served, closed };
+    return { ms: done.at! - t0, cpuMs, bytes, before, served, closed };
   } finally {
     await client.finish();
     await server.shutdown();
@@ -406,10 +418,12 @@ async function xdsRound(fx: Fixture, streams: number): Promise<RoundResult> {
     await client.wait("armed", 10_000);
     const inputs = fx.v2.map((b, n) => snapshotInput(`node-${n}`, "2", b));
     const stopProfile = await profile();
+    const cpu0 = cpuNow();
     const t0 = now();
     for (const input of inputs) cache.set(input);
     const installed = now();
     const done = await client.wait("done", 120_000);
+    const cpuMs = cpuNow() - cpu0;
     await stopProfile?.();
     if (Deno.env.get("BENCH_DEBUG")) {
       console.error(`  [xds] install loop ${(installed - t0).toFixed(0)} ms`);
@@ -421,7 +435,7 @@ async function xdsRound(fx: Fixture, streams: number): Promise<RoundResult> {
     while (server.streamCount > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     if (server.streamCount > 0) throw new Error(`${server.streamCount} streams not freed`);
     const closed = await settledMem("xds closed");
-    return { ms: done.at! - t0, bytes: 0, before, served, closed };
+    return { ms: done.at! - t0, cpuMs, bytes: 0, before, served, closed };
   } finally {
     await client.finish();
     await server.stop();
@@ -499,7 +513,9 @@ async function main(): Promise<void> {
         console.error(
           `  [${scenario} round ${r + 1}] reference ${ref[r].ms.toFixed(0)} ms, xDS ${
             xds[r].ms.toFixed(0)
-          } ms`,
+          } ms; server CPU per stream: reference ${
+            (1000 * ref[r].cpuMs / streams).toFixed(0)
+          } µs, xDS ${(1000 * xds[r].cpuMs / streams).toFixed(0)} µs`,
         );
       }
     }
@@ -524,6 +540,12 @@ async function main(): Promise<void> {
       } ms`,
     );
     console.log(`  ratio ${ratio.toFixed(2)}× (target ≤ 1.5×) ${ratio <= 1.5 ? "OK" : "MISSED"}`);
+    const cpuPer = (rs: RoundResult[]) =>
+      (1000 * median(rs.map((x) => x.cpuMs)) / streams).toFixed(0);
+    console.log(
+      `  server CPU per stream in that window (push, write, read and handle the ACKs; median): ` +
+        `reference ${cpuPer(ref)} µs, xDS ${cpuPer(xds)} µs`,
+    );
   }
   const cold = refFirst ? refMemory[0] : memory[0];
   const coldPerStream = (cold.served.rss - cold.before.rss) / streams;

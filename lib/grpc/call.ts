@@ -47,6 +47,11 @@ export interface BidiMethod<Req, Res> {
   encode(msg: Res): Uint8Array;
   /** `encode` already returns the gRPC message header (saves one copy per message). */
   framed?: boolean;
+  /**
+   * `decode` keeps no view of the bytes it is given (it copies what it keeps, e.g. into strings),
+   * so it may read them in place in the connection's read buffer: saves one copy per message.
+   */
+  borrows?: boolean;
   handle(call: BidiCall<Req, Res>): void;
 }
 
@@ -79,6 +84,8 @@ export class FramingError extends Error {
   }
 }
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * Splits an HTTP/2 body into gRPC messages (1 flag byte, 4-byte big-endian length, payload),
  * whatever the chunk boundaries.
@@ -92,7 +99,7 @@ export class FramingError extends Error {
  */
 export class MessageReader {
   readonly #max: number;
-  #buf = new Uint8Array(0);
+  #buf = EMPTY;
 
   constructor(maxMessageBytes: number) {
     this.#max = maxMessageBytes;
@@ -115,7 +122,8 @@ export class MessageReader {
     let off = 0;
     while (buf.length - off >= 5) {
       const flag = buf[off];
-      const len = new DataView(buf.buffer, buf.byteOffset + off + 1, 4).getUint32(0);
+      const len = (buf[off + 1] * 0x1000000) + ((buf[off + 2] << 16) | (buf[off + 3] << 8) |
+        buf[off + 4]);
       if (flag !== 0) {
         throw new FramingError(GrpcStatus.UNIMPLEMENTED, "compressed messages are not supported");
       }
@@ -130,7 +138,7 @@ export class MessageReader {
       off += 5 + len;
     }
     // Keep only the unfinished tail (copied, so the big chunk can be freed).
-    this.#buf = off === buf.length ? new Uint8Array(0) : buf.slice(off);
+    this.#buf = off === buf.length ? EMPTY : buf.slice(off);
     return out;
   }
 

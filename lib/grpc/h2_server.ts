@@ -158,6 +158,13 @@ const MAX_CONTINUATIONS = 32;
  * reader holds at most this much per connection in frames.
  */
 const OUT_HIGH_WATER = 64 * 1024;
+/**
+ * Output buffers up to this size are kept for reuse once written, at most `MAX_SPARE_OUT` of them
+ * per server (the xDS server pushes to 64 streams per turn): pushing to a thousand connections
+ * then allocates a buffer for a few writes, not for every one.
+ */
+const MAX_SPARE_BYTES = 16 * 1024;
+const MAX_SPARE_OUT = 64;
 /** Unwritten control frames a peer that does not read may cause before it is dropped. */
 const MAX_UNWRITTEN = 1024 * 1024;
 /**
@@ -237,6 +244,8 @@ interface ServerContext {
   // deno-lint-ignore no-explicit-any
   readonly methods: Record<string, BidiMethod<any, any>>;
   readonly calls: Set<Stream>;
+  /** Written output buffers of at most `MAX_SPARE_BYTES`, for reuse. */
+  readonly spareOut: Uint8Array[];
   onError(err: unknown, path: string): void;
 }
 
@@ -324,8 +333,9 @@ class Stream implements BidiCall<unknown, unknown> {
         if (this.ended) return;
         let msg: unknown;
         try {
-          // A copy: `bytes` may be a view of the connection's reused read buffer.
-          msg = this.method.decode(bytes.slice());
+          // `bytes` may be a view of the connection's reused read buffer: a copy, unless the
+          // decoder keeps nothing of it.
+          msg = this.method.decode(this.method.borrows ? bytes : bytes.slice());
         } catch (e) {
           throw new FramingError(
             GrpcStatus.INTERNAL,
@@ -670,7 +680,7 @@ class Connection {
     if (payload.length < padded + skip) {
       throw new ConnectionError(H2ErrorCode.FRAME_SIZE_ERROR, "frame too short for its fields");
     }
-    if (!padded) return payload.subarray(skip);
+    if (!padded) return skip === 0 ? payload : payload.subarray(skip);
     const pad = payload[0];
     if (payload.length < 1 + skip + pad) {
       throw new ConnectionError(H2ErrorCode.PROTOCOL_ERROR, "padding exceeds the frame");
@@ -1091,16 +1101,19 @@ class Connection {
   #schedulePump() {
     if (this.#pumpQueued || this.#closed) return;
     this.#pumpQueued = true;
-    queueMicrotask(() => {
-      try {
-        this.#pump();
-      } catch (e) {
-        // A bug here must cost one connection, never the process.
-        this.ctx.onError(e, "");
-        this.destroy();
-      }
-    });
+    queueMicrotask(this.#pumpTask);
   }
+
+  /** The microtask that pumps (one function per connection, not one per turn). */
+  readonly #pumpTask = () => {
+    try {
+      this.#pump();
+    } catch (e) {
+      // A bug here must cost one connection, never the process.
+      this.ctx.onError(e, "");
+      this.destroy();
+    }
+  };
 
   /** Frames what flow control allows of every sendable stream, then writes. */
   #pump() {
@@ -1141,7 +1154,8 @@ class Connection {
     while (n > 0) {
       const head = s.out[0];
       const take = Math.min(n, head.length - s.outHead);
-      out.set(head.subarray(s.outHead, s.outHead + take), at);
+      // A whole message (the usual case) is copied without a view of it.
+      out.set(take === head.length ? head : head.subarray(s.outHead, s.outHead + take), at);
       at += take;
       n -= take;
       s.outBytes -= take;
@@ -1159,8 +1173,17 @@ class Connection {
   #reserve(n: number): number {
     const need = this.#outLength + n;
     if (!this.#out || this.#out.length < need) {
-      const grown = new Uint8Array(Math.max(need, 2 * (this.#out?.length ?? 0), 256));
-      if (this.#out) grown.set(this.#out.subarray(0, this.#outLength));
+      const old = this.#out;
+      // The last spare written, if it is large enough (one too small is dropped: the spares
+      // then follow the sizes written lately).
+      const spare = this.ctx.spareOut.pop();
+      const grown = spare && spare.length >= need
+        ? spare
+        : new Uint8Array(Math.max(need, 2 * (old?.length ?? 0), 256));
+      if (old) {
+        grown.set(old.subarray(0, this.#outLength));
+        this.#recycle(old);
+      }
       this.#out = grown;
     }
     const at = this.#outLength;
@@ -1239,28 +1262,41 @@ class Connection {
     this.destroy();
   }
 
+  /** An output buffer whose bytes are written: back to the server's spares (a bounded few). */
+  #recycle(buf: Uint8Array) {
+    const spares = this.ctx.spareOut;
+    if (buf.length <= MAX_SPARE_BYTES && spares.length < MAX_SPARE_OUT) spares.push(buf);
+  }
+
   /** Starts the writer unless it runs; it writes until the output buffer stays empty. */
   #flush() {
     if (this.#writer || this.#outLength === 0 || this.#closed) return;
-    this.#writer = this.#writeLoop().finally(() => {
-      this.#writer = undefined;
-      for (const resolve of this.#drainWaiters.splice(0)) resolve();
-    });
+    const writer = this.#writeLoop();
+    // Closed already (a write that threw at once): its `finally` has run, nothing to wait for.
+    if (!this.#closed) this.#writer = writer;
   }
 
   async #writeLoop() {
     try {
       while (this.#outLength > 0 && !this.#closed) {
-        const bytes = this.#out!.subarray(0, this.#outLength);
+        const buf = this.#out!;
+        const length = this.#outLength;
         this.#out = undefined;
         this.#outLength = 0;
-        let off = 0;
-        while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
+        let off = await this.#conn.write(length === buf.length ? buf : buf.subarray(0, length));
+        while (off < length) off += await this.#conn.write(buf.subarray(off, length));
+        // Written: the socket holds no reference to it any more.
+        this.#recycle(buf);
         // Frames queued meanwhile, and stream data held back by the high-water mark.
         if (this.#pumpQueued || this.#sendable.size) this.#pump();
       }
     } catch {
       this.destroy(); // the peer is gone
+    } finally {
+      this.#writer = undefined;
+      if (this.#drainWaiters.length > 0) {
+        for (const resolve of this.#drainWaiters.splice(0)) resolve();
+      }
     }
   }
 
@@ -1301,6 +1337,7 @@ export class GrpcServer {
       maxMessageBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
       methods: opts.methods,
       calls: new Set(),
+      spareOut: [],
       onError: (err, path) => {
         try {
           onError?.(err, path);

@@ -194,6 +194,10 @@ export interface TypeStatus {
 }
 
 const STALE_SUFFIX = "+stale";
+/** SotW's `removed` lists, always empty: one shared, frozen array. */
+const NONE = Object.freeze([]) as unknown as string[];
+/** Planning order: clusters first. */
+const TYPES = ["cds", "lds"] as const;
 /** Unanswered Delta responses remembered per type; older ones count as stale. */
 const MAX_PENDING_DELTA = 32;
 
@@ -212,6 +216,14 @@ function newTypeState(): TypeState {
     ackedAt: 0,
     nacked: false,
   };
+}
+
+/** Whether a short list of names is exactly the set (either way: the list may repeat names). */
+function sameNames(names: readonly string[], set: ReadonlySet<string>): boolean {
+  if (names.length !== set.size || names.length > 16) return false;
+  for (const n of names) if (!set.has(n)) return false;
+  for (const n of set) if (!names.includes(n)) return false;
+  return true;
 }
 
 function emptyStep(): Step {
@@ -380,7 +392,14 @@ export class XdsStream {
   }
 
   #setNames(s: TypeState, names: readonly string[]): void {
-    s.wildcard = names.length === 0 || names.includes("*");
+    // The usual ACK repeats the subscription: keep the set (an ACK then allocates none).
+    if (names.length === 0) {
+      s.wildcard = true;
+      if (s.names.size > 0) s.names = new Set();
+      return;
+    }
+    s.wildcard = names.includes("*");
+    if (!s.wildcard && sameNames(names, s.names)) return;
     s.names = new Set(names.filter((n) => n !== "*"));
   }
 
@@ -494,7 +513,7 @@ export class XdsStream {
   #plan(step: Step): void {
     if (!this.#snapshot) return;
     const now = this.#now();
-    for (const type of ["cds", "lds"] as const) {
+    for (const type of TYPES) {
       if (!this.types.includes(type) || !this.#state[type].subscribed) continue;
       if (type === "lds") {
         const gate = this.#ldsGate(now);
@@ -537,7 +556,8 @@ export class XdsStream {
     const s = this.#state[type];
     let target: ReadonlyMap<string, XdsResource> = this.#desired(type);
     let retained = 0;
-    if (type === "cds" && s.sentOnce) {
+    // Held is the very map wanted (an ACK of the current set): nothing can be stale.
+    if (type === "cds" && s.sentOnce && s.held !== target) {
       let stale: [string, XdsResource][] | undefined;
       for (const [name, h] of s.held) {
         if (!target.has(name) && typeof h !== "string" && (s.wildcard || s.names.has(name))) {
@@ -562,14 +582,14 @@ export class XdsStream {
     s.sentOnce = true;
     s.lastNonce = nonce;
     s.pending.clear(); // SotW: only the latest response can be ACKed.
-    s.pending.set(nonce, { version, sentAt: now, names: target, removed: [] });
+    s.pending.set(nonce, { version, sentAt: now, names: target, removed: NONE });
     return {
       type,
       typeUrl: TYPE_URLS[type],
       nonce,
       version,
       resources: [...target.values()],
-      removed: [],
+      removed: NONE,
       latencyMs: now - Math.max(this.#snapshot!.installedAt, s.subscribedAt),
     };
   }

@@ -41,11 +41,65 @@ const MAX_GROUP_DEPTH = 32;
 
 const utf8 = new TextDecoder();
 
+/** Strings up to this many bytes that are plain ASCII are built without `TextDecoder`. */
+const SHORT_ASCII = 16;
+
+/**
+ * Strings a request repeats (its type URL, mostly): decoded once, then recognised by their bytes,
+ * so an ACK costs no string for them. Bounded; cleared when full.
+ */
+const known = new Map<number, { bytes: Uint8Array; text: string }[]>();
+let knownCount = 0;
+const MAX_KNOWN = 32;
+
+/** The string a request repeats for `buf[start, end)`, or `undefined`. */
+function knownString(buf: Uint8Array, start: number, end: number): string | undefined {
+  const list = known.get(end - start);
+  if (!list) return undefined;
+  outer: for (const k of list) {
+    const b = k.bytes;
+    for (let i = 0; i < b.length; i++) if (b[i] !== buf[start + i]) continue outer;
+    return k.text;
+  }
+  return undefined;
+}
+
+function remember(buf: Uint8Array, start: number, end: number, text: string): void {
+  if (knownCount >= MAX_KNOWN) {
+    known.clear();
+    knownCount = 0;
+  }
+  const entry = { bytes: buf.slice(start, end), text };
+  const list = known.get(end - start);
+  if (list) list.push(entry);
+  else known.set(end - start, [entry]);
+  knownCount++;
+}
+
+/** UTF-8 `buf[start, end)` as `TextDecoder` gives it; short ASCII without a view or a call out. */
+function decodeText(buf: Uint8Array, start: number, end: number): string {
+  if (start === end) return "";
+  if (end - start <= SHORT_ASCII) {
+    let s = "";
+    for (let i = start; i < end; i++) {
+      const b = buf[i];
+      if (b >= 0x80) return utf8.decode(buf.subarray(start, end));
+      s += String.fromCharCode(b);
+    }
+    return s;
+  }
+  return utf8.decode(buf.subarray(start, end));
+}
+
 /** A cursor over one message (or a sub-message: `end` is its end). */
 class Reader {
   readonly buf: Uint8Array;
   pos: number;
   readonly end: number;
+  /** Wire type of the last {@linkcode Reader.tag}. */
+  wire = 0;
+  /** Start of the last {@linkcode Reader.lengthDelimited} payload (it ends at `pos`). */
+  start = 0;
 
   constructor(buf: Uint8Array, pos = 0, end = buf.length) {
     this.buf = buf;
@@ -82,25 +136,37 @@ class Reader {
     return low | 0;
   }
 
-  /** The bounds of a length-delimited payload; advances past it. */
-  lengthDelimited(): [number, number] {
+  /** Skips a length-delimited payload: its bounds are then `[start, pos)`. */
+  lengthDelimited(): void {
     const len = this.varint();
     if (len > this.end - this.pos) throw new RangeError("length past the end of the message");
-    const start = this.pos;
+    this.start = this.pos;
     this.pos += len;
-    return [start, this.pos];
   }
 
   string(): string {
-    const [start, end] = this.lengthDelimited();
-    return start === end ? "" : utf8.decode(this.buf.subarray(start, end));
+    this.lengthDelimited();
+    return decodeText(this.buf, this.start, this.pos);
   }
 
-  tag(): [fieldNumber: number, wireType: number] {
+  /** A string the client repeats on every request (a type URL): recognised by its bytes. */
+  repeatedString(): string {
+    this.lengthDelimited();
+    const start = this.start, end = this.pos;
+    const hit = knownString(this.buf, start, end);
+    if (hit !== undefined) return hit;
+    const text = decodeText(this.buf, start, end);
+    remember(this.buf, start, end, text);
+    return text;
+  }
+
+  /** Reads a tag: returns the field number, the wire type is then in `wire`. */
+  tag(): number {
     const tag = this.varint();
     const field = Math.floor(tag / 8);
     if (field === 0) throw new RangeError("field number 0");
-    return [field, tag & 7];
+    this.wire = tag & 7;
+    return field;
   }
 
   /** Skips the value of a field we do not read. */
@@ -122,7 +188,8 @@ class Reader {
         if (depth >= MAX_GROUP_DEPTH) throw new RangeError("groups nested too deep");
         while (true) {
           if (this.done) throw new RangeError("unterminated group");
-          const [f, w] = this.tag();
+          const f = this.tag();
+          const w = this.wire;
           if (w === WIRE_END_GROUP) {
             if (f !== fieldNumber) throw new RangeError("mismatched end of group");
             return;
@@ -150,15 +217,16 @@ function expect(wireType: number, wanted: number, field: string): void {
 /** Reads a sub-message field's bounds and hands a reader over it to `read`. */
 function subMessage<T>(r: Reader, wireType: number, field: string, read: (sub: Reader) => T): T {
   expect(wireType, WIRE_LEN, field);
-  const [start, end] = r.lengthDelimited();
-  return read(new Reader(r.buf, start, end));
+  r.lengthDelimited();
+  return read(new Reader(r.buf, r.start, r.pos));
 }
 
 /** `Node.id` (field 1); everything else in `Node` is skipped. Repeated `node` fields merge. */
 function readNodeId(r: Reader, previous: string): string {
   let id = previous;
   while (!r.done) {
-    const [f, w] = r.tag();
+    const f = r.tag();
+    const w = r.wire;
     if (f === 1) id = stringField(r, w, "node.id");
     else r.skip(f, w);
   }
@@ -169,7 +237,8 @@ function readNodeId(r: Reader, previous: string): string {
 function readStatus(r: Reader, previous: ErrorDetail | undefined): ErrorDetail {
   const status = { code: previous?.code ?? 0, message: previous?.message ?? "" };
   while (!r.done) {
-    const [f, w] = r.tag();
+    const f = r.tag();
+    const w = r.wire;
     if (f === 1) {
       expect(w, WIRE_VARINT, "error_detail.code");
       status.code = r.int32();
@@ -183,7 +252,8 @@ function readStatus(r: Reader, previous: ErrorDetail | undefined): ErrorDetail {
 function readMapEntry(r: Reader): [string, string] {
   let key = "", value = "";
   while (!r.done) {
-    const [f, w] = r.tag();
+    const f = r.tag();
+    const w = r.wire;
     if (f === 1) key = stringField(r, w, "initial_resource_versions.key");
     else if (f === 2) value = stringField(r, w, "initial_resource_versions.value");
     else r.skip(f, w);
@@ -213,7 +283,8 @@ export function decodeSotwRequest(bytes: Uint8Array): SotwRequest {
   };
   const names: string[] = [];
   while (!r.done) {
-    const [f, w] = r.tag();
+    const f = r.tag();
+    const w = r.wire;
     switch (f) {
       case 1:
         req.versionInfo = stringField(r, w, "version_info");
@@ -225,7 +296,8 @@ export function decodeSotwRequest(bytes: Uint8Array): SotwRequest {
         names.push(stringField(r, w, "resource_names"));
         break;
       case 4:
-        req.typeUrl = stringField(r, w, "type_url");
+        expect(w, WIRE_LEN, "type_url");
+        req.typeUrl = r.repeatedString();
         break;
       case 5:
         req.responseNonce = stringField(r, w, "response_nonce");
@@ -254,13 +326,15 @@ export function decodeDeltaRequest(bytes: Uint8Array): DeltaRequest {
   let nodeId = "", typeUrl = "", responseNonce = "";
   let error: ErrorDetail | undefined;
   while (!r.done) {
-    const [f, w] = r.tag();
+    const f = r.tag();
+    const w = r.wire;
     switch (f) {
       case 1:
         nodeId = subMessage(r, w, "node", (sub) => readNodeId(sub, nodeId));
         break;
       case 2:
-        typeUrl = stringField(r, w, "type_url");
+        expect(w, WIRE_LEN, "type_url");
+        typeUrl = r.repeatedString();
         break;
       case 3:
         subscribe.push(stringField(r, w, "resource_names_subscribe"));

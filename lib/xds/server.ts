@@ -113,7 +113,15 @@ interface LiveStream {
   unwatch?: () => void;
   ignoredTypes?: Set<string>;
   closed: boolean;
+  /** Metric labels of the stream's node per type, made once (pushes and ACKs are hot). */
+  labels?: Record<XdsType, { node_id: string; type: XdsType }>;
 }
+
+/** Labels of `sigma_xds_push_latency_seconds`, per type. */
+const LATENCY_LABELS: Record<XdsType, { type: XdsType }> = {
+  cds: { type: "cds" },
+  lds: { type: "lds" },
+};
 
 /**
  * The HTTP/2 paths of every xDS method we serve (clients in tests and the benchmark use them).
@@ -141,6 +149,7 @@ function codec<Req>(decode: (b: Uint8Array) => Req) {
     decode,
     encode: (bytes: Uint8Array) => bytes,
     framed: true, // `wire.ts` writes the gRPC message header itself
+    borrows: true, // `requests.ts` copies what it keeps (strings): no copy of each request
   };
 }
 
@@ -310,6 +319,7 @@ export class XdsServer {
   /** The stream's node is known: count it and follow its snapshot. */
   #attach(s: LiveStream, nodeId: string): void {
     s.nodeId = nodeId;
+    s.labels = { cds: { node_id: nodeId, type: "cds" }, lds: { node_id: nodeId, type: "lds" } };
     const st = this.#stats(nodeId);
     st.streams++;
     this.#o.metrics?.xdsConnectedStreams.set({ node_id: nodeId }, st.streams);
@@ -353,14 +363,18 @@ export class XdsServer {
     const m = this.#o.metrics;
     for (const ev of step.events) {
       switch (ev.kind) {
-        case "ack":
-          m?.xdsAcksTotal.inc({ node_id: nodeId, type: ev.type });
-          this.#stats(nodeId).acked[ev.type] = {
-            version: ev.version,
-            at: Date.now(),
-          };
-          this.#stats(nodeId).nacking.delete(ev.type);
+        case "ack": {
+          m?.xdsAcksTotal.inc(this.#labels(s, ev.type));
+          const st = this.#stats(nodeId);
+          const acked = st.acked[ev.type];
+          // Updated in place: `/status` copies it when read.
+          if (acked) {
+            acked.version = ev.version;
+            acked.at = Date.now();
+          } else st.acked[ev.type] = { version: ev.version, at: Date.now() };
+          if (st.nacking.size > 0) st.nacking.delete(ev.type);
           break;
+        }
         case "nack": {
           m?.xdsNacksTotal.inc({ node_id: nodeId, type: ev.type });
           const at = new Date().toISOString();
@@ -435,9 +449,17 @@ export class XdsServer {
       }, true);
     s.call.write(msg);
     const nodeId = s.nodeId ?? "";
-    this.#o.metrics?.xdsPushesTotal.inc({ node_id: nodeId, type: push.type });
-    this.#o.metrics?.xdsPushLatency.observe({ type: push.type }, push.latencyMs / 1000);
+    const m = this.#o.metrics;
+    if (m) {
+      m.xdsPushesTotal.inc(this.#labels(s, push.type));
+      m.xdsPushLatency.observe(LATENCY_LABELS[push.type], push.latencyMs / 1000);
+    }
     this.#stats(nodeId).lastPushAt = Date.now();
+  }
+
+  /** The stream's `{node_id, type}` labels (a fresh object before its node is known). */
+  #labels(s: LiveStream, type: XdsType): { node_id: string; type: XdsType } {
+    return s.labels?.[type] ?? { node_id: s.nodeId ?? "", type };
   }
 
   /** Ends the stream with an error status. */

@@ -236,3 +236,43 @@ Deno.test("requests: malformed bytes give a RangeError or TypeError, never anyth
     { numRuns: 2000 },
   );
 });
+
+Deno.test("requests: a repeated type URL is recognised by its bytes, also when the buffer it came from is reused", () => {
+  const encode = (typeUrl: string) =>
+    toBinary(
+      DiscoveryRequestSchema,
+      create(DiscoveryRequestSchema, { typeUrl, responseNonce: "n" }),
+    );
+  const a = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+  const b = "type.googleapis.com/envoy.config.cluster.v3.Clustes"; // same length
+  // One buffer, rewritten in place, as the transport's read buffer is between requests.
+  const buf = encode(a);
+  assert.equal(decodeSotwRequest(buf).typeUrl, a);
+  buf.set(encode(b));
+  assert.equal(decodeSotwRequest(buf).typeUrl, b);
+  buf.set(encode(a));
+  assert.equal(decodeSotwRequest(buf).typeUrl, a);
+  // More distinct URLs than are remembered: every one still decodes to itself.
+  for (let i = 0; i < 100; i++) {
+    const url = `type.googleapis.com/x.T${i}`;
+    assert.equal(decodeSotwRequest(encode(url)).typeUrl, url);
+    assert.equal(
+      decodeDeltaRequest(
+        toBinary(
+          DeltaDiscoveryRequestSchema,
+          create(DeltaDiscoveryRequestSchema, { typeUrl: url }),
+        ),
+      ).typeUrl,
+      url,
+    );
+  }
+  assert.equal(decodeSotwRequest(encode(a)).typeUrl, a);
+  // Short strings: ASCII fast, anything else as TextDecoder gives it.
+  const nonce = decodeSotwRequest(
+    toBinary(
+      DiscoveryRequestSchema,
+      create(DiscoveryRequestSchema, { responseNonce: "é\u{1F600}x" }),
+    ),
+  ).responseNonce;
+  assert.equal(nonce, "é\u{1F600}x");
+});

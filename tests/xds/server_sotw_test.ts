@@ -318,6 +318,23 @@ Deno.test("sotw: resource_names subscriptions get only the named resources", asy
     });
     const more = await c.next();
     assert.deepEqual(namesOf(more), ["cluster-a", "cluster-b"]);
+    // The same names again (an ACK repeats its subscription, in any order): nothing to send.
+    c.send({
+      typeUrl: CDS,
+      versionInfo: "1",
+      responseNonce: more.nonce,
+      resourceNames: ["cluster-b", "cluster-a"],
+    });
+    assert.deepEqual(await c.drain(QUIET_MS), []);
+    // As many names as before, but one of them twice: the subscription shrinks to one.
+    c.send({
+      typeUrl: CDS,
+      versionInfo: "1",
+      responseNonce: more.nonce,
+      resourceNames: ["cluster-a", "cluster-a"],
+    });
+    const fewer = await c.next();
+    assert.deepEqual(namesOf(fewer), ["cluster-a"]);
   });
 });
 
