@@ -10,7 +10,7 @@
  * import { MemoryReclaimer } from "./memory.ts";
  * const reclaimer = new MemoryReclaimer();
  * reclaimer.request(); // a collection one second from now; further requests fold into it
- * const stop = reclaimer.watchGrowth(); // and one whenever RSS grew 8 MiB since the last
+ * const stop = reclaimer.watchGrowth(); // and one whenever RSS grew 4 MiB since the last
  * stop();
  * ```
  *
@@ -29,7 +29,7 @@ export const RECLAIM_DELAY_MS = 1000;
 export const GROWTH_CHECK_MS = 3000;
 
 /** RSS growth since the last collection that {@linkcode MemoryReclaimer.watchGrowth} acts on. */
-export const GROWTH_BYTES = 8 * 1024 * 1024;
+export const GROWTH_BYTES = 4 * 1024 * 1024;
 
 /**
  * How little RSS may move between two checks for the burst to count as over: the collection
