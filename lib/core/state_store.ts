@@ -57,25 +57,7 @@ export class StateStore {
 
   /** Writes `value` as JSON to `name` atomically. */
   write(name: string, value: unknown): Promise<void> {
-    return this.writeText(name, JSON.stringify(value));
-  }
-
-  /**
-   * Writes `text` (already serialized JSON) to `name` atomically: for callers that build a large
-   * document from pieces they keep, instead of serializing everything again.
-   */
-  writeText(name: string, text: string): Promise<void> {
-    return this.writeBytes(name, new TextEncoder().encode(text));
-  }
-
-  /**
-   * Writes `data` (UTF-8 JSON) to `name` atomically.
-   */
-  writeBytes(name: string, data: Uint8Array): Promise<void> {
-    return this.#writeAtomically(name, async (file) => {
-      let off = 0;
-      while (off < data.length) off += await file.write(data.subarray(off));
-    });
+    return this.writeParts(name, [JSON.stringify(value)]);
   }
 
   /**
@@ -83,8 +65,12 @@ export class StateStore {
    * them through one small reused buffer: a large document assembled from pieces its caller keeps
    * is never built as one string or one byte array.
    */
-  writeParts(name: string, parts: Iterable<string>): Promise<void> {
-    return this.#writeAtomically(name, async (file) => {
+  async writeParts(name: string, parts: Iterable<string>): Promise<void> {
+    await this.ensureDir();
+    const final = this.path(name);
+    const tmp = `${final}.tmp-${crypto.randomUUID()}`;
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+    try {
       const buf = new Uint8Array(PART_BUFFER_BYTES);
       let used = 0;
       const flush = async () => {
@@ -103,16 +89,6 @@ export class StateStore {
         }
       }
       await flush();
-    });
-  }
-
-  async #writeAtomically(name: string, fill: (file: Deno.FsFile) => Promise<void>): Promise<void> {
-    await this.ensureDir();
-    const final = this.path(name);
-    const tmp = `${final}.tmp-${crypto.randomUUID()}`;
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-    try {
-      await fill(file);
       await file.sync();
     } catch (e) {
       file.close();

@@ -380,13 +380,13 @@ export class SnapshotPoller {
    * is the only route of that name there, so the snapshot's resources of that name are its own.
    * Searching the kept text parses nothing: no route objects are made for routes that changed.
    */
-  #reuse(nodeId: string): ReuseBuilt | undefined {
+  #reuse(nodeId: string, textOf: (route: EnvoyRoute) => string): ReuseBuilt | undefined {
     const known = this.#sources.get(nodeId);
     const snap = this.#o.cache.get(nodeId);
     if (!known || !snap) return undefined;
     const kept = known.json;
     return (route) => {
-      if (!kept.includes(JSON.stringify(route, PERSISTED_FIELDS))) return undefined;
+      if (!kept.includes(textOf(route))) return undefined;
       // In kept JSON a route's name is always followed by its listen_port.
       const nameKey = `"name":${JSON.stringify(route.name)},`;
       const first = kept.indexOf(nameKey);
@@ -399,9 +399,14 @@ export class SnapshotPoller {
 
   /** Builds and installs one node's snapshot (wakes its streams). */
   #install(nodeId: string, src: NodeSource): void {
-    const built = this.#o.build
-      ? this.#o.build(src.routes)
-      : buildResources(src.routes, this.#reuse(nodeId));
+    // Each route's persisted JSON, made once: the reuse lookup searches for it and the node's
+    // kept JSON is made of it (the same text as JSON.stringify(src, PERSISTED_FIELDS)).
+    const texts = src.routes.map((r) => JSON.stringify(r, PERSISTED_FIELDS));
+    const textOf = new Map(src.routes.map((r, i) => [r, texts[i]]));
+    const built = this.#o.build ? this.#o.build(src.routes) : buildResources(
+      src.routes,
+      this.#reuse(nodeId, (r) => textOf.get(r) ?? JSON.stringify(r, PERSISTED_FIELDS)),
+    );
     for (const s of built.skipped) {
       this.#o.log.warn("xds: route skipped", {
         node_id: nodeId,
@@ -413,7 +418,9 @@ export class SnapshotPoller {
     this.#sources.set(nodeId, {
       id: src.id,
       version: src.version,
-      json: JSON.stringify(src, PERSISTED_FIELDS),
+      json: `{"id":${JSON.stringify(src.id)},"version":${JSON.stringify(src.version)},"routes":[${
+        texts.join(",")
+      }]}`,
     });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
