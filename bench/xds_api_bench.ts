@@ -163,8 +163,33 @@ async function heap(label: string): Promise<void> {
   console.error(
     `  [${label}] RSS ${mb("process_resident_memory_bytes")} MB, JS heap in use ${
       mb("process_heap_bytes")
-    } MB`,
+    } MB; ${rssParts(agent.child.pid)}`,
   );
+}
+
+/** Where the agent's resident pages are, from its smaps (debug output only). */
+function rssParts(pid: number): string {
+  const kb: Record<string, number> = {};
+  let group = "";
+  for (const line of readProc(`/proc/${pid}/smaps`).split("\n")) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const name = head[1];
+      group = name === ""
+        ? "anonymous"
+        : name === "[heap]"
+        ? "malloc heap"
+        : name.endsWith("/deno")
+        ? "deno executable"
+        : name.startsWith("[")
+        ? "other"
+        : "libraries";
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+)/.exec(line);
+    if (rss) kb[group] = (kb[group] ?? 0) + Number(rss[1]);
+  }
+  return Object.entries(kb).map(([k, v]) => `${k} ${(v / 1024).toFixed(1)}`).join(", ");
 }
 const server = Deno.serve({ hostname: "127.0.0.1", port: apiPort, onListen: () => {} }, handle);
 const xdsPort = freePort();

@@ -154,6 +154,64 @@ export function sameContent(a: XdsResource, b: XdsResource): boolean {
   return true;
 }
 
+/** Up to this many resources of a kind are found by walking them; more get an index on first use. */
+const SCAN_LIMIT = 16;
+
+/**
+ * A node's resources of one kind by name. Each resource carries its name, so a node's handful of
+ * resources is kept as the array alone and searched in place: a `Map` of ten entries costs about
+ * 500 bytes, and a thousand nodes keep two each. Larger nodes get a `Map` index on first lookup.
+ */
+class ResourcesByName implements ReadonlyMap<string, XdsResource> {
+  readonly #items: readonly XdsResource[];
+  #index: Map<string, XdsResource> | undefined;
+
+  constructor(items: readonly XdsResource[]) {
+    this.#items = items;
+  }
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  get(name: string): XdsResource | undefined {
+    const items = this.#items;
+    if (items.length > SCAN_LIMIT) {
+      this.#index ??= new Map(items.map((r) => [r.name, r]));
+      return this.#index.get(name);
+    }
+    for (let i = 0; i < items.length; i++) if (items[i].name === name) return items[i];
+    return undefined;
+  }
+
+  has(name: string): boolean {
+    return this.get(name) !== undefined;
+  }
+
+  forEach(
+    callback: (value: XdsResource, key: string, map: ReadonlyMap<string, XdsResource>) => void,
+    thisArg?: unknown,
+  ): void {
+    for (const r of this.#items) callback.call(thisArg, r, r.name, this);
+  }
+
+  *entries(): MapIterator<[string, XdsResource]> {
+    for (const r of this.#items) yield [r.name, r];
+  }
+
+  *keys(): MapIterator<string> {
+    for (const r of this.#items) yield r.name;
+  }
+
+  values(): MapIterator<XdsResource> {
+    return this.#items.values();
+  }
+
+  [Symbol.iterator](): MapIterator<[string, XdsResource]> {
+    return this.entries();
+  }
+}
+
 /** Called with the node's new snapshot, or `undefined` when the node was dropped. */
 export type SnapshotWatcher = (snapshot: Snapshot | undefined) => void;
 
@@ -190,15 +248,17 @@ export class SnapshotCache {
    */
   set(input: SnapshotInput): Snapshot {
     const previous = this.#snapshots.get(input.nodeId);
-    const intern = (type: XdsType, items: readonly XdsResource[]): Map<string, XdsResource> => {
-      const out = new Map<string, XdsResource>();
+    const intern = (type: XdsType, items: readonly XdsResource[]): ResourcesByName => {
+      const out: XdsResource[] = [];
+      const names = new Set<string>();
       const old = previous?.resources[type];
       for (const item of items) {
-        if (out.has(item.name)) continue;
+        if (names.has(item.name)) continue;
+        names.add(item.name);
         const before = old?.get(item.name);
-        out.set(item.name, before && sameContent(before, item) ? before : item);
+        out.push(before && sameContent(before, item) ? before : item);
       }
-      return out;
+      return new ResourcesByName(out.slice()); // the copy is exactly as long: no slack kept per node
     };
     const snapshot: Snapshot = {
       nodeId: input.nodeId,

@@ -89,6 +89,7 @@ export async function startXds(ctx: AgentContext): Promise<Feature & { port: num
       stopping.abort();
       await server.stop();
       await loop;
+      await poller.close();
     },
   };
 }

@@ -108,7 +108,7 @@ interface NodeSource {
  * route id (it orders ties). The rest is known without storing it a thousand times: a kept route
  * belongs to its node and is active and dynamic.
  */
-const PERSISTED_FIELDS = [
+export const PERSISTED_FIELDS: readonly string[] = [
   "id",
   "version",
   "routes",
@@ -122,17 +122,56 @@ const PERSISTED_FIELDS = [
 ];
 
 /**
- * What the poller keeps of a node: its source as the JSON persisted for it, made once when the
- * node changes. A poll's durable write streams these strings to the file instead of serializing
- * every node again; a JSON string is smaller than the route objects it holds, and it lives in the
- * JS heap, which compacts, rather than in a byte buffer of its own. When the node changes again,
- * the new routes are looked up in it (to reuse the resources of unchanged routes).
+ * What the poller keeps of a node once its snapshot is built: no route objects and, once written,
+ * not even its JSON. The fingerprints of the routes behind the snapshot's resources are enough to
+ * reuse those resources when the node changes again, and the node's persisted JSON is a range of
+ * the snapshot file the poller holds open, copied from there into each new file. Only a node
+ * installed since the last durable write holds its JSON (`pending`).
  */
 interface KnownNode {
+  /** The API row id. */
   id: string;
   version: string;
-  json: string;
+  /** `,fp,fp,…,`: {@linkcode routeFingerprint} of each route whose resources are in the snapshot. */
+  routes: string;
+  /** The node's persisted JSON, until a durable write has put it in the file. */
+  pending: string | undefined;
+  /** Where the node's entry (`"<node id>":{…}`) is in the held file: byte offset and length. */
+  at: number;
+  len: number;
 }
+
+/**
+ * A 64-bit fingerprint of a route's persisted JSON, as text: two independent 32-bit lanes
+ * (FNV-1a and a multiply-xorshift), each finished with an avalanche. It stands for the text in the
+ * reuse lookup; as the text holds the route's name, two routes of one node with equal
+ * fingerprints are the same route.
+ *
+ * @example
+ * ```ts
+ * routeFingerprint('{"id":"r1","name":"web"}') === routeFingerprint('{"id":"r1","name":"web"}'); // true
+ * ```
+ */
+export function routeFingerprint(text: string): string {
+  let a = 0x811c9dc5, b = 0x9e3779b9;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+    b ^= b >>> 15;
+  }
+  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
+  a ^= a >>> 13;
+  b = Math.imul(b ^ (b >>> 16), 0xc2b2ae35);
+  b ^= b >>> 16;
+  return `${(a >>> 0).toString(36)}.${(b >>> 0).toString(36)}`;
+}
+
+/** Thrown when the held snapshot file no longer has a node's bytes where they were written. */
+class SnapshotFileChanged extends Error {}
+
+/** Bytes copied per read from the held snapshot file into the next one. */
+const COPY_CHUNK_BYTES = 64 * 1024;
 
 /** The persisted file. */
 interface SnapshotFile {
@@ -182,6 +221,10 @@ export class SnapshotPoller {
   readonly #pollFailure: RepeatedFailure;
   /** The longest `Retry-After` of the current poll's 429s, ms (0: none). */
   #retryAfterMs = 0;
+  /** The snapshot file last written, open for reading (the unchanged nodes' JSON is in it). */
+  #file: Deno.FsFile | undefined;
+  /** Nodes were loaded from a file that is not held: the next poll writes the file, changed or not. */
+  #unsaved = false;
 
   constructor(opts: PollerOptions) {
     this.#o = opts;
@@ -235,6 +278,7 @@ export class SnapshotPoller {
       }
     }
     if (loaded > 0) this.#o.log.info("xds: loaded persisted snapshots", { nodes: loaded });
+    this.#unsaved = loaded > 0;
     return loaded;
   }
 
@@ -291,7 +335,7 @@ export class SnapshotPoller {
       }
       errors.unshift(describe(e));
     } finally {
-      if (status.rebuilt > 0 || status.dropped > 0) await this.#persist();
+      if (status.rebuilt > 0 || status.dropped > 0 || this.#unsaved) await this.#persist();
     }
     if (errors.length > 0) {
       status.result = "failure";
@@ -375,22 +419,18 @@ export class SnapshotPoller {
 
   /**
    * The resources of the node's current snapshot for routes that did not change since it was
-   * built, so only changed routes are encoded again. A route is unchanged when its persisted JSON
-   * appears verbatim in the node's kept JSON (same id and every field the builders read), and it
-   * is the only route of that name there, so the snapshot's resources of that name are its own.
-   * Searching the kept text parses nothing: no route objects are made for routes that changed.
+   * built, so only changed routes are encoded again. A route is unchanged when its fingerprint
+   * (of its persisted JSON: its id and every field the builders read) is among those of the routes
+   * the snapshot's resources were built from; a route skipped for a duplicate name is not among
+   * them, so it never borrows the resources of the route that won the name.
    */
-  #reuse(nodeId: string, textOf: (route: EnvoyRoute) => string): ReuseBuilt | undefined {
+  #reuse(nodeId: string, printOf: (route: EnvoyRoute) => string): ReuseBuilt | undefined {
     const known = this.#sources.get(nodeId);
     const snap = this.#o.cache.get(nodeId);
     if (!known || !snap) return undefined;
-    const kept = known.json;
+    const kept = known.routes;
     return (route) => {
-      if (!kept.includes(textOf(route))) return undefined;
-      // In kept JSON a route's name is always followed by its listen_port.
-      const nameKey = `"name":${JSON.stringify(route.name)},`;
-      const first = kept.indexOf(nameKey);
-      if (first < 0 || kept.indexOf(nameKey, first + 1) >= 0) return undefined;
+      if (!kept.includes(`,${printOf(route)},`)) return undefined;
       const cluster = snap.resources.cds.get(clusterName(route.name));
       const listener = snap.resources.lds.get(listenerName(route.name));
       return cluster && listener ? [cluster, listener] : undefined;
@@ -399,13 +439,18 @@ export class SnapshotPoller {
 
   /** Builds and installs one node's snapshot (wakes its streams). */
   #install(nodeId: string, src: NodeSource): void {
-    // Each route's persisted JSON, made once: the reuse lookup searches for it and the node's
-    // kept JSON is made of it (the same text as JSON.stringify(src, PERSISTED_FIELDS)).
-    const texts = src.routes.map((r) => JSON.stringify(r, PERSISTED_FIELDS));
-    const textOf = new Map(src.routes.map((r, i) => [r, texts[i]]));
+    // Each route's persisted JSON, made once: the node's JSON is made of it, and the reuse lookup
+    // and the kept fingerprints are taken from it (the same text as JSON.stringify(src,
+    // PERSISTED_FIELDS)).
+    const texts = src.routes.map((r) => JSON.stringify(r, PERSISTED_FIELDS as string[]));
+    const prints = texts.map(routeFingerprint);
+    const printOf = new Map(src.routes.map((r, i) => [r, prints[i]]));
     const built = this.#o.build ? this.#o.build(src.routes) : buildResources(
       src.routes,
-      this.#reuse(nodeId, (r) => textOf.get(r) ?? JSON.stringify(r, PERSISTED_FIELDS)),
+      this.#reuse(
+        nodeId,
+        (r) => printOf.get(r) ?? routeFingerprint(JSON.stringify(r, PERSISTED_FIELDS as string[])),
+      ),
     );
     for (const s of built.skipped) {
       this.#o.log.warn("xds: route skipped", {
@@ -415,42 +460,133 @@ export class SnapshotPoller {
       });
     }
     this.#o.cache.set(snapshotInput(nodeId, src.version, built));
+    const skipped = built.skipped.length > 0 ? new Set(built.skipped.map((s) => s.route)) : null;
+    // One join makes one flat string; `+=` or a template would keep a chain of pieces per node.
+    const used = skipped ? prints.filter((_, i) => !skipped.has(src.routes[i])) : prints;
+    const routes = ["", ...used, ""].join(",");
     this.#sources.set(nodeId, {
       id: src.id,
       version: src.version,
-      json: `{"id":${JSON.stringify(src.id)},"version":${JSON.stringify(src.version)},"routes":[${
-        texts.join(",")
-      }]}`,
+      routes,
+      pending: `{"id":${JSON.stringify(src.id)},"version":${
+        JSON.stringify(src.version)
+      },"routes":[${texts.join(",")}]}`,
+      at: 0,
+      len: 0,
     });
     const v = Number(src.version);
     if (Number.isFinite(v)) this.#o.metrics?.xdsSnapshotVersion.set({ node_id: nodeId }, v);
   }
 
+  /**
+   * The one durable write of a poll. The new file is assembled from the nodes installed since
+   * the last write and, for every other node, its bytes in the held file; the new file is held
+   * in its place once it is safely written. When the held file no longer has those bytes
+   * (something else truncated or rewrote it), every node written there is fetched again, which
+   * puts its JSON back in memory for the next write; the snapshots served are not touched.
+   */
   async #persist(): Promise<void> {
+    const entries = [...this.#sources.values()];
+    const ids = [...this.#sources.keys()];
+    const placed = new Array<number>(entries.length * 2);
+    const written = { bytes: 0 };
     try {
-      await this.#o.store.writeParts(SNAPSHOT_FILE, this.#document());
+      const file = await this.#o.store.writePartsAndOpen(
+        SNAPSHOT_FILE,
+        this.#document(ids, entries, placed, written),
+        written,
+      );
+      this.#file?.close();
+      this.#file = file;
+      for (let i = 0; i < entries.length; i++) {
+        const known = entries[i];
+        known.at = placed[2 * i];
+        known.len = placed[2 * i + 1];
+        known.pending = undefined;
+      }
+      this.#unsaved = false;
     } catch (e) {
+      if (e instanceof SnapshotFileChanged) {
+        for (const known of entries) if (known.pending === undefined) known.version = "";
+        this.requestPoll();
+      }
       this.#o.log.warn("xds: could not persist snapshots", {
         file: SNAPSHOT_FILE,
         error: describe(e),
+        ...(e instanceof SnapshotFileChanged
+          ? { next: "fetching every node again to rewrite it" }
+          : {}),
       });
     }
   }
 
   /**
-   * The persisted document, in pieces: the same text as JSON.stringify({ format, saved_at, nodes })
-   * from the JSON kept per node.
+   * The persisted document in pieces (text, and byte ranges of the held file): the same text as
+   * JSON.stringify({ format, saved_at, nodes }). Each node's entry is placed in `placed` (byte
+   * offset, length). Entries that lie one comma apart in the held file, as unchanged neighbours
+   * do, are copied in one run.
    */
-  *#document(): Generator<string> {
+  async *#document(
+    ids: string[],
+    entries: KnownNode[],
+    placed: number[],
+    written: { bytes: number },
+  ): AsyncGenerator<string | Uint8Array> {
+    // The writer counts the bytes of each part before asking for the next: `written.bytes` is
+    // where the next part lands. Text goes out as text (the writer encodes it into its buffer).
     yield `{"format":1,"saved_at":${JSON.stringify(new Date().toISOString())},"nodes":{`;
-    let first = true;
-    // A copy of the list: the document is written across awaits.
-    for (const [nodeId, known] of [...this.#sources]) {
-      yield `${first ? "" : ","}${JSON.stringify(nodeId)}:`;
-      yield known.json;
-      first = false;
+    let chunk: Uint8Array | undefined;
+    for (let i = 0; i < entries.length;) {
+      if (i > 0) yield ",";
+      const first = entries[i];
+      const pos = written.bytes;
+      placed[2 * i] = pos;
+      if (first.pending !== undefined) {
+        yield `${JSON.stringify(ids[i])}:`;
+        yield first.pending;
+        placed[2 * i + 1] = written.bytes - pos;
+        i++;
+        continue;
+      }
+      let end = first.at + first.len;
+      placed[2 * i + 1] = first.len;
+      let j = i + 1;
+      for (; j < entries.length; j++) {
+        const next = entries[j];
+        if (next.pending !== undefined || next.at !== end + 1) break;
+        placed[2 * j] = pos + (next.at - first.at);
+        placed[2 * j + 1] = next.len;
+        end = next.at + next.len;
+      }
+      chunk ??= new Uint8Array(COPY_CHUNK_BYTES);
+      yield* this.#copy(first.at, end, chunk);
+      i = j;
     }
     yield "}}";
+  }
+
+  /** Bytes `start`..`end` of the held file, through `chunk` (each piece is used before the next read). */
+  async *#copy(start: number, end: number, chunk: Uint8Array): AsyncGenerator<Uint8Array> {
+    const file = this.#file;
+    if (!file) throw new SnapshotFileChanged("the snapshot file is not open");
+    await file.seek(start, Deno.SeekMode.Start);
+    for (let left = end - start; left > 0;) {
+      const n = await file.read(chunk.subarray(0, Math.min(chunk.length, left)));
+      if (n === null) {
+        throw new SnapshotFileChanged(
+          `${SNAPSHOT_FILE} ends before byte ${end}: it was changed by something else`,
+        );
+      }
+      left -= n;
+      yield chunk.subarray(0, n);
+    }
+  }
+
+  /** Closes the held snapshot file (after the poll in progress, if any). */
+  async close(): Promise<void> {
+    await this.#polling?.catch(() => {});
+    this.#file?.close();
+    this.#file = undefined;
   }
 
   /**

@@ -11,12 +11,14 @@ import { SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
 import { createLogger } from "../../lib/core/log.ts";
 import { createMetrics } from "../../lib/core/metrics.ts";
-import { StateStore } from "../../lib/core/state_store.ts";
+import { type DocumentParts, StateStore } from "../../lib/core/state_store.ts";
 import { SnapshotCache } from "../../lib/xds/cache.ts";
 import { encodeRoute } from "../../lib/xds/resources.ts";
 import {
   DEFAULT_FETCH_CONCURRENCY,
+  PERSISTED_FIELDS,
   type PollerApi,
+  routeFingerprint,
   SNAPSHOT_FILE,
   SnapshotPoller,
 } from "../../lib/xds/poller.ts";
@@ -25,9 +27,13 @@ import { changeAll, fleet } from "../support/fleet.ts";
 /** A StateStore that counts its (real) writes. */
 class CountingStore extends StateStore {
   writes = 0;
-  override writeParts(name: string, parts: Iterable<string>): Promise<void> {
+  override writePartsAndOpen(
+    name: string,
+    parts: DocumentParts,
+    written?: { bytes: number },
+  ): Promise<Deno.FsFile> {
     this.writes++;
-    return super.writeParts(name, parts);
+    return super.writePartsAndOpen(name, parts, written);
   }
 }
 
@@ -340,6 +346,147 @@ Deno.test("poller: 50 changed nodes are one durable write, and a fresh poller re
     await dev.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** What a write of every node from scratch gives: each listed node's routes as the API has them. */
+function expectedNodes(dev: DevApi): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const n of dev.nodes) {
+    const routes = dev.routes.filter((r) => r.envoy_node_id === n.id);
+    out[n.node_id] = JSON.parse(
+      JSON.stringify(
+        { id: n.id, version: String(n.config_version), routes },
+        PERSISTED_FIELDS as string[],
+      ),
+    );
+  }
+  return out;
+}
+
+Deno.test("poller: unchanged nodes are copied from the file it holds; after changes and a drop the file is what a full write gives", async () => {
+  const { dev, vpsId, rows } = await fleet(30, 3);
+  const dir = await Deno.makeTempDir();
+  const { poller: p, cache } = poller(dev, vpsId, new StateStore(dir));
+  try {
+    // Multi-byte ids where entries begin and end; a changed node between unchanged neighbours.
+    dev.nodes[4].node_id = "edge-ü-東京";
+    dev.nodes[5].node_id = 'edge-"q"-😀';
+    assert.equal((await p.pollOnce()).rebuilt, 30);
+    const file = () => JSON.parse(Deno.readTextFileSync(`${dir}/${SNAPSHOT_FILE}`));
+    assert.deepEqual(file().nodes, expectedNodes(dev));
+    for (const [round, every] of [[1, 3], [2, 7], [3, 29]]) {
+      for (const [i, row] of rows.entries()) {
+        if (i % every !== 0) continue;
+        const route = dev.routes.find((r) => r.envoy_node_id === row)!;
+        route.backend_port = 9000 + round;
+        dev.bumpVersion(row);
+      }
+      assert.equal((await p.pollOnce()).result, "success");
+      assert.deepEqual(file().nodes, expectedNodes(dev), `round ${round}`);
+    }
+    // A node no longer listed leaves the file; its neighbours are still copied whole.
+    dev.nodes.splice(10, 1);
+    assert.equal((await p.pollOnce()).dropped, 1);
+    assert.deepEqual(file().nodes, expectedNodes(dev));
+    assert.deepEqual(Object.keys(file().nodes), cache.nodeIds());
+    // A new process restores exactly what is served.
+    const fresh = poller(dev, vpsId, new StateStore(dir));
+    assert.equal(await fresh.poller.load(), 29);
+    for (const id of cache.nodeIds()) {
+      assert.deepEqual(
+        [...fresh.cache.get(id)!.resources.lds.values()].map((r) => r.bytes),
+        [...cache.get(id)!.resources.lds.values()].map((r) => r.bytes),
+      );
+    }
+  } finally {
+    await p.close();
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("poller: a snapshot file cut short by something else is rewritten from the API; the snapshots served stay", async () => {
+  const { dev, vpsId, rows } = await fleet(6, 2);
+  const dir = await Deno.makeTempDir();
+  const warnings: string[] = [];
+  const client = new SigmaClient({ baseUrl: dev.url, apiKey: undefined });
+  const cache = new SnapshotCache();
+  const p = new SnapshotPoller({
+    api: client,
+    cache,
+    store: new StateStore(dir),
+    log: createLogger({ write: (line) => warnings.push(line) }),
+    vpsId: () => vpsId,
+    vpsIdReady: Promise.resolve(vpsId),
+    intervalMs: 3_600_000,
+    signal: new AbortController().signal,
+  });
+  try {
+    assert.equal((await p.pollOnce()).rebuilt, 6);
+    const served = cache.get("node-3");
+    await Deno.truncate(`${dir}/${SNAPSHOT_FILE}`, 40);
+    dev.bumpVersion(rows[0]);
+    assert.equal((await p.pollOnce()).rebuilt, 1);
+    assert.ok(
+      warnings.some((l) => l.includes("could not persist") && l.includes("fetching every node")),
+      warnings.join("\n"),
+    );
+    assert.equal(cache.get("node-3"), served, "the other nodes' snapshots are still served");
+    // The next poll fetches the nodes whose bytes were lost and writes the whole file again.
+    assert.equal((await p.pollOnce()).rebuilt, 5);
+    const nodes = JSON.parse(Deno.readTextFileSync(`${dir}/${SNAPSHOT_FILE}`)).nodes;
+    assert.deepEqual(nodes, expectedNodes(dev));
+  } finally {
+    await p.close();
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("poller: a loaded file is rewritten by the first poll even when nothing changed (then its JSON is not kept in memory)", async () => {
+  const { dev, vpsId } = await fleet(3, 2);
+  const dir = await Deno.makeTempDir();
+  const first = poller(dev, vpsId, new StateStore(dir));
+  const store = new CountingStore(dir);
+  const second = poller(dev, vpsId, store);
+  try {
+    await first.poller.pollOnce();
+    await first.poller.close();
+    // An older agent's file: every route field, as the API sent it.
+    const old = JSON.parse(Deno.readTextFileSync(`${dir}/${SNAPSHOT_FILE}`));
+    for (const [id, n] of Object.entries(expectedNodes(dev))) {
+      const row = dev.nodes.find((x) => x.node_id === id)!;
+      old.nodes[id] = {
+        ...(n as object),
+        routes: dev.routes.filter((r) => r.envoy_node_id === row.id),
+      };
+    }
+    Deno.writeTextFileSync(`${dir}/${SNAPSHOT_FILE}`, JSON.stringify(old));
+    assert.equal(await second.poller.load(), 3);
+    assert.equal((await second.poller.pollOnce()).rebuilt, 0);
+    assert.equal(store.writes, 1);
+    assert.deepEqual(
+      JSON.parse(Deno.readTextFileSync(`${dir}/${SNAPSHOT_FILE}`)).nodes,
+      expectedNodes(dev),
+    );
+    await second.poller.pollOnce();
+    assert.equal(store.writes, 1, "then an unchanged poll writes nothing");
+  } finally {
+    await second.poller.close();
+    await dev.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("routeFingerprint: equal texts agree; a changed field or name changes it", () => {
+  const base = '{"id":"r1","name":"web","listen_port":10080,"backend_port":8080}';
+  assert.equal(routeFingerprint(base), routeFingerprint(String(base)));
+  const seen = new Set<string>([routeFingerprint(base)]);
+  for (let port = 10000; port < 30000; port++) {
+    seen.add(routeFingerprint(base.replace("8080", String(port))));
+  }
+  seen.add(routeFingerprint(base.replace("web", "wex")));
+  assert.equal(seen.size, 20002, "no two of 20,002 near-identical texts share a fingerprint");
 });
 
 Deno.test("poller: rounds of every route changing leave the heap where it was (nothing accumulates)", async () => {
