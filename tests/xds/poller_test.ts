@@ -23,6 +23,7 @@ import {
   SnapshotPoller,
 } from "../../lib/xds/poller.ts";
 import { changeAll, fleet } from "../support/fleet.ts";
+import { openFds } from "../helpers.ts";
 
 /** A StateStore that counts its (real) writes. */
 class CountingStore extends StateStore {
@@ -384,6 +385,13 @@ Deno.test("poller: unchanged nodes are copied from the file it holds; after chan
       assert.equal((await p.pollOnce()).result, "success");
       assert.deepEqual(file().nodes, expectedNodes(dev), `round ${round}`);
     }
+    // One file is held, whatever the number of writes: each new one replaces the last.
+    const fds = openFds(Deno.pid);
+    for (let round = 4; round < 8; round++) {
+      dev.bumpVersion(rows[round]);
+      await p.pollOnce();
+    }
+    assert.equal(openFds(Deno.pid), fds);
     // A node no longer listed leaves the file; its neighbours are still copied whole.
     dev.nodes.splice(10, 1);
     assert.equal((await p.pollOnce()).dropped, 1);
@@ -398,6 +406,9 @@ Deno.test("poller: unchanged nodes are copied from the file it holds; after chan
         [...cache.get(id)!.resources.lds.values()].map((r) => r.bytes),
       );
     }
+    const held = openFds(Deno.pid);
+    await p.close();
+    assert.equal(openFds(Deno.pid), held - 1, "close() lets the held file go");
   } finally {
     await p.close();
     await dev.close();
