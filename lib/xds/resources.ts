@@ -246,31 +246,31 @@ export function durationParts(secs: number): [seconds: number, nanos: number] {
   return nanos >= 1e9 ? [seconds + 1, 0] : [seconds, nanos];
 }
 
-/**
- * A serialized resource. `any` and `hash` are derived on demand: the SotW encoder needs neither
- * (it writes `typeUrl` and `bytes` itself), and the content hash is only the Delta version, so a
- * fleet served over SotW never spends CPU or memory on them. The hash, once computed, is kept.
- */
+/** Content hashes, made when Delta first asks for one: a fleet served over SotW never does. */
+const contentHashes = new WeakMap<Resource, string>();
+
 /**
  * A resource over a range of its build's buffer. The view is made when `bytes` is read rather
  * than kept: a typed-array view costs about 100 bytes of heap, and a thousand nodes hold twenty
- * thousand resources, while a push reads each one once or twice.
+ * thousand resources, while a push reads each one once or twice. For the same reason the type URL
+ * comes from the class and the content hash lives outside the object. `any` and `hash` are derived
+ * on demand: the SotW encoder needs neither (it writes `typeUrl` and `bytes` itself), and the hash
+ * is only the Delta version; once computed it is kept.
  */
-class Resource implements BuiltResource {
+abstract class Resource implements BuiltResource {
   readonly name: string;
-  readonly typeUrl: string;
   readonly #buf: Uint8Array;
   readonly #start: number;
   readonly #end: number;
-  #hash: string | undefined;
 
-  constructor(name: string, typeUrl: string, buf: Uint8Array, start = 0, end = buf.length) {
+  constructor(name: string, buf: Uint8Array, start = 0, end = buf.length) {
     this.name = name;
-    this.typeUrl = typeUrl;
     this.#buf = buf;
     this.#start = start;
     this.#end = end;
   }
+
+  abstract get typeUrl(): string;
 
   get bytes(): Uint8Array {
     return this.#start === 0 && this.#end === this.#buf.length
@@ -283,8 +283,38 @@ class Resource implements BuiltResource {
   }
 
   get hash(): string {
-    this.#hash ??= sha256Hex(utf8Encoder.encode(this.typeUrl + "\n"), this.bytes);
-    return this.#hash;
+    let hash = contentHashes.get(this);
+    if (hash === undefined) {
+      hash = sha256Hex(utf8Encoder.encode(this.typeUrl + "\n"), this.bytes);
+      contentHashes.set(this, hash);
+    }
+    return hash;
+  }
+}
+
+class ClusterResource extends Resource {
+  get typeUrl(): string {
+    return CLUSTER_TYPE_URL;
+  }
+}
+
+class ListenerResource extends Resource {
+  get typeUrl(): string {
+    return LISTENER_TYPE_URL;
+  }
+}
+
+/** A resource of any other type (bytes made elsewhere). */
+class OtherResource extends Resource {
+  readonly #typeUrl: string;
+
+  constructor(name: string, typeUrl: string, bytes: Uint8Array) {
+    super(name, bytes);
+    this.#typeUrl = typeUrl;
+  }
+
+  get typeUrl(): string {
+    return this.#typeUrl;
   }
 }
 
@@ -298,7 +328,9 @@ class Resource implements BuiltResource {
  * ```
  */
 export function resourceOf(name: string, typeUrl: string, bytes: Uint8Array): BuiltResource {
-  return new Resource(name, typeUrl, bytes);
+  if (typeUrl === CLUSTER_TYPE_URL) return new ClusterResource(name, bytes);
+  if (typeUrl === LISTENER_TYPE_URL) return new ListenerResource(name, bytes);
+  return new OtherResource(name, typeUrl, bytes);
 }
 
 // ─── Direct encoding ───
@@ -497,8 +529,8 @@ function encodeRoutes(routes: readonly EnvoyRoute[]): [BuiltResource, BuiltResou
     writeListener(c, p);
     const name = routes[i].name;
     return [
-      new Resource(clusterName(name), CLUSTER_TYPE_URL, buf, start, mid),
-      new Resource(listenerName(name), LISTENER_TYPE_URL, buf, mid, c.off),
+      new ClusterResource(clusterName(name), buf, start, mid),
+      new ListenerResource(listenerName(name), buf, mid, c.off),
     ];
   });
 }
