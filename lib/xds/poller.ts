@@ -16,7 +16,9 @@
  * - The routes behind every snapshot are written atomically to the state dir once per poll that
  *   changed something (one durable write however many nodes changed) and loaded at start, so
  *   Envoys connecting while the API is down, or before registration succeeded, get their last
- *   configuration.
+ *   configuration. The poller keeps the file it wrote open and copies the unchanged nodes' bytes
+ *   from it into the next one, so a node's JSON is in memory only from its rebuild to the next
+ *   write; call {@linkcode SnapshotPoller.close} when done.
  * - A stream for an unknown node id triggers one auto-registration (`POST /envoy-nodes`); a
  *   duplicate (500 or 409) is looked up instead, then the poller polls again right away.
  *
@@ -133,7 +135,7 @@ interface KnownNode {
   id: string;
   version: string;
   /** `,fp,fp,…,`: {@linkcode routeFingerprint} of each route whose resources are in the snapshot. */
-  routes: string;
+  fingerprints: string;
   /** The node's persisted JSON, until a durable write has put it in the file. */
   pending: string | undefined;
   /** Where the node's entry (`"<node id>":{…}`) is in the held file: byte offset and length. */
@@ -428,7 +430,7 @@ export class SnapshotPoller {
     const known = this.#sources.get(nodeId);
     const snap = this.#o.cache.get(nodeId);
     if (!known || !snap) return undefined;
-    const kept = known.routes;
+    const kept = known.fingerprints;
     return (route) => {
       if (!kept.includes(`,${printOf(route)},`)) return undefined;
       const cluster = snap.resources.cds.get(clusterName(route.name));
@@ -463,11 +465,11 @@ export class SnapshotPoller {
     const skipped = built.skipped.length > 0 ? new Set(built.skipped.map((s) => s.route)) : null;
     // One join makes one flat string; `+=` or a template would keep a chain of pieces per node.
     const used = skipped ? prints.filter((_, i) => !skipped.has(src.routes[i])) : prints;
-    const routes = ["", ...used, ""].join(",");
+    const fingerprints = ["", ...used, ""].join(",");
     this.#sources.set(nodeId, {
       id: src.id,
       version: src.version,
-      routes,
+      fingerprints,
       pending: `{"id":${JSON.stringify(src.id)},"version":${
         JSON.stringify(src.version)
       },"routes":[${texts.join(",")}]}`,
