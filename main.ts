@@ -2,7 +2,7 @@
  * sigma-agent entry point: parse the configuration, wire the features, run until SIGTERM/SIGINT,
  * then shut down in order within the 5 s budget.
  *
- * Flow: config → collectors and clients → state → servers.
+ * Flow: config -> collectors and clients -> state -> servers.
  *
  * @module
  */
@@ -333,7 +333,7 @@ function printDevBanner(
     config.envoyConfigSync
       ? `  static sync      ${config.envoyConfigPath.join(", ")} (edit it to trigger a sync)`
       : "",
-    `  heartbeat        every ${config.interval} s — Ctrl-C to stop`,
+    `  heartbeat        every ${config.interval} s \u2014 Ctrl-C to stop`,
     "",
   ].filter((l) => l !== "");
   console.log(lines.join("\n"));

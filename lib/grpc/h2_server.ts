@@ -14,7 +14,7 @@
  * What it implements (RFC 9113): the connection preface and SETTINGS exchange, DATA, HEADERS and
  * CONTINUATION, PRIORITY (validated, otherwise ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE;
  * flow control both ways; HPACK (`hpack.ts`); the stream states of §5.1 (idle, open, half-closed,
- * closed — the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
+ * closed - the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
  * by the client's RST_STREAM, or by ours, whose late frames are ignored); malformed requests
  * (`h2_fields.ts`, and `content-length` against the DATA received). gRPC (the gRPC HTTP/2
  * protocol doc): `POST` with `content-type: application/grpc[+proto]`, identity encoding only,

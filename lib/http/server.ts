@@ -1,7 +1,7 @@
 /**
  * The agent's HTTP port (`--metrics-port`): `/metrics`, `/healthz`, `/readyz`, `/status`, and the
  * routes features mount (e.g. `POST /ports/allocate`). Unknown paths answer 404 and wrong methods
- * 405, both as JSON `{"error": …}`. The server only reads state that others maintain.
+ * 405, both as JSON `{"error": ...}`. The server only reads state that others maintain.
  *
  * With a web config file ({@linkcode WebConfig}) the port serves TLS, asks for HTTP Basic
  * credentials on every path except `/healthz` (a liveness probe that reveals nothing but "ok"),
