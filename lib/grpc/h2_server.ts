@@ -66,12 +66,7 @@ import {
   HpackDecoder,
   HpackError,
 } from "./hpack.ts";
-import {
-  type ByteConn,
-  type ByteListener,
-  listenTls,
-  type TlsListenOptions,
-} from "../tls/listener.ts";
+import type { ByteConn, ByteListener, TlsListenOptions } from "../tls/listener.ts";
 
 /** Options of {@linkcode GrpcServer}: the methods, then message and HTTP/2 limits. */
 export interface H2ServerOptions {
@@ -1361,8 +1356,14 @@ export class GrpcServer {
   ): Promise<number> {
     const host = hostname.replace(/^\[(.*)\]$/, "$1");
     // TLS (ALPN h2) through the generic TLS listener; its connections have the Deno.Conn shape.
+    // Loaded only when TLS is on: a plain-text agent never holds that module in memory.
     this.#listener = tls
-      ? await listenTls({ ...tls, hostname: host, port, alpn: ["h2"] })
+      ? await (await import("../tls/listener.ts")).listenTls({
+        ...tls,
+        hostname: host,
+        port,
+        alpn: ["h2"],
+      })
       : Deno.listen({ hostname: host, port });
     this.#accepting = this.#acceptLoop(this.#listener);
     // One timer for every connection's keepalive and preface deadline.

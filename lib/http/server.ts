@@ -23,7 +23,7 @@ import { type Http1Limits, serveHttp1 } from "./http1.ts";
 import type { Logger } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import type { StatusBoard } from "../status/board.ts";
-import { type ByteListener, listenTls } from "../tls/listener.ts";
+import type { ByteListener } from "../tls/listener.ts";
 import type { WebConfig } from "./web_config.ts";
 
 /** Options of {@linkcode startHttpServer}. */
@@ -161,6 +161,8 @@ export async function listenWebTls(
   log: Logger,
 ): Promise<ByteListener | undefined> {
   if (!web?.tls) return undefined;
+  // Loaded only for TLS: a plain-text agent never holds that module in memory.
+  const { listenTls } = await import("../tls/listener.ts");
   return await listenTls({
     hostname,
     port,
