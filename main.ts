@@ -2,7 +2,7 @@
  * sigma-agent entry point: parse the configuration, wire the features, run until SIGTERM/SIGINT,
  * then shut down in order within the 5 s budget.
  *
- * Flow: config → collectors and clients → state → servers.
+ * Flow: config -> collectors and clients -> state -> servers.
  *
  * @module
  */
@@ -18,9 +18,9 @@ import { isPublic, localIps, normalizeIps } from "./lib/host/ips.ts";
 import { PublicIpResolver } from "./lib/host/public_ip.ts";
 import { collectSystemInfo } from "./lib/host/system_info.ts";
 import { listenWebTls, type RunningHttpServer, startHttpServer } from "./lib/http/server.ts";
-import { registerWebConfigMetrics, WebConfig } from "./lib/http/web_config.ts";
+import type { WebConfig } from "./lib/http/web_config.ts";
 import { createLogger, createRedactor, type Logger } from "./lib/core/log.ts";
-import { loadTlsSupport, TlsFiles } from "./lib/tls/listener.ts";
+import type { TlsFiles } from "./lib/tls/listener.ts";
 import { MemoryReclaimer } from "./lib/core/memory.ts";
 import { createMetrics } from "./lib/core/metrics.ts";
 import { startPorts } from "./lib/ports/mod.ts";
@@ -60,10 +60,13 @@ export interface Security {
  */
 export async function loadSecurity(config: Config, log: Logger): Promise<Security> {
   const out: Security = {};
+  // The TLS and web-config modules are loaded only when configured, so an agent without them
+  // never holds their code in memory.
   if ((config.webConfigFile && config.metricsPort > 0) || config.xdsTlsCert) {
-    await loadTlsSupport();
+    await (await import("./lib/tls/listener.ts")).loadTlsSupport();
   }
   if (config.webConfigFile && config.metricsPort > 0) {
+    const { WebConfig } = await import("./lib/http/web_config.ts");
     out.web = new WebConfig(config.webConfigFile, { log: log.child({ component: "http" }) });
     try {
       out.web.load();
@@ -72,6 +75,7 @@ export async function loadSecurity(config: Config, log: Logger): Promise<Securit
     }
   }
   if (config.xdsTlsCert && config.xdsTlsKey) {
+    const { TlsFiles } = await import("./lib/tls/listener.ts");
     const xlog = log.child({ component: "xds" });
     out.xdsTls = new TlsFiles(
       {
@@ -200,6 +204,7 @@ export async function runAgent(
   };
   const web = security.web;
   if (web) {
+    const { registerWebConfigMetrics } = await import("./lib/http/web_config.ts");
     registerWebConfigMetrics(metrics.registry, web);
     board.provide("web_config", () => web.status());
   }
@@ -333,7 +338,7 @@ function printDevBanner(
     config.envoyConfigSync
       ? `  static sync      ${config.envoyConfigPath.join(", ")} (edit it to trigger a sync)`
       : "",
-    `  heartbeat        every ${config.interval} s — Ctrl-C to stop`,
+    `  heartbeat        every ${config.interval} s \u2014 Ctrl-C to stop`,
     "",
   ].filter((l) => l !== "");
   console.log(lines.join("\n"));

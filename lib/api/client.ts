@@ -12,7 +12,7 @@
  * ```ts
  * import { SigmaClient } from "./client.ts";
  * const api = new SigmaClient({ baseUrl: "http://127.0.0.1:3000/api", apiKey: undefined });
- * const nodes = await api.listEnvoyNodes({ vps_id: "…", status: "active" });
+ * const nodes = await api.listEnvoyNodes({ vps_id: "...", status: "active" });
  * ```
  *
  * @module

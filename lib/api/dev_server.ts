@@ -9,7 +9,7 @@
  * import { DevApi } from "./dev_server.ts";
  * const api = new DevApi({ seedDemo: true });
  * const url = api.listen({ hostname: "127.0.0.1", port: 0 });
- * // … point the agent at `url` …
+ * // ... point the agent at `url` ...
  * await api.close();
  * ```
  *
@@ -48,7 +48,7 @@ export interface RecordedRequest {
 export interface Fault {
   /** Answer with this status (and `body`, default `{"error":"Internal error: injected"}`). */
   status?: number;
-  /** Raw body text to send instead of the real answer (non-JSON, truncated JSON…). */
+  /** Raw body text to send instead of the real answer (non-JSON, truncated JSON...). */
   body?: string;
   /** Send a body of this many bytes (a huge response). */
   hugeBytes?: number;

@@ -229,7 +229,7 @@ class Connection {
     return true;
   }
 
-  /** Takes `n` buffered bytes (n ≤ end - start) as a copy. */
+  /** Takes `n` buffered bytes (n <= end - start) as a copy. */
   take(n: number): Uint8Array {
     const out = this.buf.slice(this.start, this.start + n);
     this.start += n;

@@ -1,5 +1,5 @@
 /**
- * Wire types of the sigma-api contract (sections A–C of `sigma-api-contract.md`) and guards that
+ * Wire types of the sigma-api contract (sections A-C of `sigma-api-contract.md`) and guards that
  * check untrusted API JSON before the agent relies on it.
  *
  * @example

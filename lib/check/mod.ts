@@ -19,7 +19,7 @@
  * ```ts
  * import { checkCommand } from "./mod.ts";
  * const r = await checkCommand(["--api-url", "http://127.0.0.1:3000/api", "--json"], {});
- * console.log(r.stdout); // {"ok":false,"items":[…]}
+ * console.log(r.stdout); // {"ok":false,"items":[...]}
  * ```
  *
  * @module
@@ -336,7 +336,7 @@ export async function runChecks(config: Config, opts: CheckOptions = {}): Promis
 export function renderChecks(items: CheckItem[]): string {
   const width = Math.max(12, ...items.map((i) => i.item.length));
   const lines = items.map((i) =>
-    `${i.status.padEnd(4)}  ${i.item.padEnd(width)}  ${i.detail}${i.fix ? ` → ${i.fix}` : ""}`
+    `${i.status.padEnd(4)}  ${i.item.padEnd(width)}  ${i.detail}${i.fix ? ` \u2192 ${i.fix}` : ""}`
   );
   const count = (s: CheckStatus) => items.filter((i) => i.status === s).length;
   lines.push(`${count("ok")} ok, ${count("warn")} warn, ${count("fail")} fail`);

@@ -537,7 +537,7 @@ export function helpText(): string {
     return `${left.padEnd(40)} ${o.help}${env}${def}`;
   });
   return [
-    `sigma-agent ${VERSION} — host agent for the sigma VPS platform`,
+    `sigma-agent ${VERSION} \u2014 host agent for the sigma VPS platform`,
     "",
     "Usage:",
     "  sigma-agent [OPTIONS]                      run the agent",

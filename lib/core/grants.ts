@@ -61,7 +61,7 @@ export interface GrantProblem {
 const GLOB = /[*?[]/;
 
 /**
- * The directory part of a glob before its first wildcard segment (`/etc/envoy/*.yaml` →
+ * The directory part of a glob before its first wildcard segment (`/etc/envoy/*.yaml` ->
  * `/etc/envoy`); a plain path is returned as is.
  *
  * @example

@@ -1,7 +1,7 @@
 /**
  * Outbound HTTP failures in an operator's words. `fetch` reports every connect problem as
  * "fetch failed" with the real reason buried in `cause`; this module turns it into "connection
- * refused", "host not found", "TLS certificate problem (…)", "timed out after 10 s", or
+ * refused", "host not found", "TLS certificate problem (...)", "timed out after 10 s", or
  * "HTTP 500: <first 200 characters of the body>", and prints URLs without their userinfo.
  * The sigma-api client, the public-IP lookup and `sigma-agent check` all describe failures here.
  *
@@ -100,7 +100,7 @@ export function describeFetchError(
   ) {
     return { kind: "dns", cause: "host not found" };
   }
-  // The innermost message carries the detail; strip hyper's "error sending request for url (…)".
+  // The innermost message carries the detail; strip hyper's "error sending request for url (...)".
   const detail = (all.at(-1) ?? text)
     .replace(/^error sending request for url \([^)]*\):\s*/i, "")
     .replace(/^client error \(Connect\):\s*/i, "");
@@ -131,11 +131,11 @@ export function describeFetchError(
 export function bodySnippet(text: string, max = 200): string {
   const t = text.replace(/\s+/g, " ").trim();
   if (t === "") return "(empty body)";
-  return t.length > max ? t.slice(0, max) + "…" : t;
+  return t.length > max ? t.slice(0, max) + "\u2026" : t;
 }
 
 /**
- * "HTTP 401 (API key rejected: …): …" — a status in words plus the start of the body.
+ * "HTTP 401 (API key rejected: ...): ..." - a status in words plus the start of the body.
  * `sigmaApi` adds what 401/403 mean for the sigma-api key.
  *
  * @example

@@ -13,7 +13,7 @@
  * May import: `api` (types only), `status` (types only), `tls` (types only), all in `context.ts`:
  * the contract handed to features.
  * Must not import anything that runs a feature: core sits at the start of the one-way flow
- * config → collectors and clients → state → servers.
+ * config -> collectors and clients -> state -> servers.
  *
  * @example
  * ```ts

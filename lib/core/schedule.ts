@@ -45,7 +45,7 @@ export interface BackoffOptions {
 
 /**
  * Exponential backoff with full jitter: attempt n waits a uniform random time in
- * [0, min(cap, base·2ⁿ)]. Full jitter spreads a fleet's retries after an API outage.
+ * [0, min(cap, base·2^n)]. Full jitter spreads a fleet's retries after an API outage.
  *
  * @example
  * ```ts
@@ -118,7 +118,7 @@ export interface PeriodicOptions {
 /**
  * Runs `task` every `intervalMs` (with jitter) until the signal aborts. A throwing task never
  * ends the loop. If the task returns a number, that is the delay (ms) before the next run
- * instead of the interval — how a loop asks for backoff.
+ * instead of the interval - how a loop asks for backoff.
  *
  * @example
  * ```ts

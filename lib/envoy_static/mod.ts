@@ -71,7 +71,7 @@ export function startStaticSync(ctx: AgentContext, opts: StaticSyncOptions = {})
   if (ctx.signal.aborted) ac.abort();
 
   const loops = new Map<string, StaticFileSync>(); // by path
-  const owners = new Map<string, string>(); // node id → path
+  const owners = new Map<string, string>(); // node id -> path
   const conflicts = new Map<string, NodeIdConflict>();
   const runs: Promise<void>[] = [];
   let lastWarnings = "";

@@ -4,7 +4,7 @@
  *
  * What becomes a route: each `static_resources.listeners[]` entry whose filter chains contain an
  * `envoy.filters.network.tcp_proxy` filter (by name or by typed_config `@type`), joined with the
- * cluster that filter names. Listeners that are not TCP proxies (HTTP connection managers, …)
+ * cluster that filter names. Listeners that are not TCP proxies (HTTP connection managers, ...)
  * are skipped and counted; listeners and clusters of the control plane (`xds_cluster`,
  * `sigma_xds`, `*_xds`) are ignored. Anything odd but survivable becomes a warning, never an
  * exception: only text that is not YAML (or is an alias bomb) throws {@linkcode EnvoyConfigError}.
@@ -53,7 +53,7 @@ export interface ParsedEnvoyConfig {
   routes: StaticRouteEntry[];
   /** Listeners that are not TCP proxies (e.g. `http_connection_manager`) or point at the control plane. */
   skippedListeners: number;
-  /** Survivable oddities (unknown cluster, bad port, duplicate port, …), human-readable. */
+  /** Survivable oddities (unknown cluster, bad port, duplicate port, ...), human-readable. */
   warnings: string[];
   /**
    * `false` when the document is empty or its top level is not a mapping: such text cannot be an
@@ -158,7 +158,7 @@ const UNIT_NANOS: Record<string, bigint> = {
   h: 3_600_000_000_000n,
 };
 
-/** Exact decimal × unit in nanoseconds (rounded up), so `0.7m` is 42 s, not 42.000…1 s. */
+/** Exact decimal × unit in nanoseconds (rounded up), so `0.7m` is 42 s, not 42.000...1 s. */
 function decimalToNanos(decimal: string, unit: bigint): bigint | undefined {
   if (/e/i.test(decimal)) return undefined; // exponent notation from a huge/tiny number
   const [intPart, frac = ""] = decimal.split(".");
@@ -192,7 +192,7 @@ function describe(v: unknown): string {
   try {
     s = JSON.stringify(v) ?? String(v);
   } catch {
-    s = Array.isArray(v) ? "[…]" : "{…}"; // aliases can make a value contain itself
+    s = Array.isArray(v) ? "[\u2026]" : "{\u2026}"; // aliases can make a value contain itself
   }
   return s.length > 60 ? s.slice(0, 57) + "..." : s;
 }
@@ -290,7 +290,7 @@ function firstEndpoint(cluster: Record<string, unknown>): Record<string, unknown
       if (isMap(sa)) return sa;
     }
   }
-  // Pre-v3 `hosts: [{ socket_address: … }]`.
+  // Pre-v3 `hosts: [{ socket_address: ... }]`.
   for (const host of asList(cluster.hosts)) {
     if (isMap(host) && isMap(host.socket_address)) return host.socket_address;
   }

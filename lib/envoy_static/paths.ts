@@ -43,7 +43,7 @@ export function globToRegExp(glob: string): RegExp {
     if (c === "*") re += "[^/]*";
     else if (c === "?") re += "[^/]";
     else if (c === "[") {
-      const end = glob.indexOf("]", i + 2); // `[]…]` keeps `]` literal inside, as in fnmatch
+      const end = glob.indexOf("]", i + 2); // `[]...]` keeps `]` literal inside, as in fnmatch
       if (end < 0) {
         re += "\\[";
         continue;

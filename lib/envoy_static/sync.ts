@@ -1,13 +1,13 @@
 /**
- * The sync loop of one Envoy config file: read → hash → parse → find or create the file's Envoy
- * node → `POST /envoy-routes/sync-static` (contract §A3, §A4, §A6).
+ * The sync loop of one Envoy config file: read -> hash -> parse -> find or create the file's Envoy
+ * node -> `POST /envoy-routes/sync-static` (contract §A3, §A4, §A6).
  *
  * Rules it keeps:
  * - **Sync at start, then on content change.** A file watcher on the file's directory wakes the
  *   loop early; the poll interval is the fallback. Changes are detected by a SHA-256 of the
  *   content, so a `touch` sends nothing and two edits within one second are both seen.
  * - **Never lose data.** A missing, unreadable, non-UTF-8, invalid or empty file is an error that
- *   names the file (and line); the last good routes stay the desired state and nothing is sent —
+ *   names the file (and line); the last good routes stay the desired state and nothing is sent -
  *   above all never an empty list, which the API reads as "delete every static route".
  * - **Retry until it sticks.** A failed POST is retried with {@linkcode Backoff} even if the file
  *   never changes again.
@@ -23,7 +23,7 @@
  *   log, metrics, intervalMs: 60_000, signal: ac.signal,
  * });
  * const done = sync.run();
- * sync.status(); // { path, node_id, last_sync_at, last_sync_result, routes, last_error, … }
+ * sync.status(); // { path, node_id, last_sync_at, last_sync_result, routes, last_error, ... }
  * ac.abort();
  * await done;
  * ```

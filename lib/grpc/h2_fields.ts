@@ -1,10 +1,10 @@
 /**
- * The HTTP/2 rules for a request's field sections (RFC 9113 §8.1–§8.3): which header lists make a
+ * The HTTP/2 rules for a request's field sections (RFC 9113 §8.1-§8.3): which header lists make a
  * request malformed, a stream error of type PROTOCOL_ERROR. Pure functions over decoded HPACK
  * fields, used by the connection in `h2_server.ts` for request headers and request trailers.
  *
- * Checked: field names (§8.2.1: not empty, no byte in 0x00–0x20, 0x41–0x5A (uppercase) or
- * 0x7F–0xFF, no colon past the first byte), field values (§8.2.1: no NUL, CR or LF, no leading or
+ * Checked: field names (§8.2.1: not empty, no byte in 0x00-0x20, 0x41-0x5A (uppercase) or
+ * 0x7F-0xFF, no colon past the first byte), field values (§8.2.1: no NUL, CR or LF, no leading or
  * trailing space or tab), connection-specific fields and `te` other than `trailers` (§8.2.2),
  * pseudo-headers (§8.3: only `:method`, `:scheme`, `:authority` and `:path` in a request, each at
  * most once, before every regular field, none in trailers; §8.3.1: `:method`, `:scheme` and a
@@ -45,7 +45,7 @@ const CONNECTION_SPECIFIC = new Set([
 ]);
 
 /**
- * A character no field name may hold (§8.2.1): 0x00–0x20, uppercase, 0x7F and above, and a colon
+ * A character no field name may hold (§8.2.1): 0x00-0x20, uppercase, 0x7F and above, and a colon
  * anywhere but first (a pseudo-header's).
  */
 // deno-lint-ignore no-control-regex
@@ -75,7 +75,7 @@ function parseLength(value: string): number {
 }
 
 /**
- * Checks a request's header list (RFC 9113 §8.1–§8.3).
+ * Checks a request's header list (RFC 9113 §8.1-§8.3).
  *
  * @returns the request, or the reason it is malformed (a stream error PROTOCOL_ERROR)
  * @example

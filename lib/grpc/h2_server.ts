@@ -14,7 +14,7 @@
  * What it implements (RFC 9113): the connection preface and SETTINGS exchange, DATA, HEADERS and
  * CONTINUATION, PRIORITY (validated, otherwise ignored), RST_STREAM, PING, GOAWAY, WINDOW_UPDATE;
  * flow control both ways; HPACK (`hpack.ts`); the stream states of §5.1 (idle, open, half-closed,
- * closed — the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
+ * closed - the last 128 closed streams remembered with how they closed: by END_STREAM both ways,
  * by the client's RST_STREAM, or by ours, whose late frames are ignored); malformed requests
  * (`h2_fields.ts`, and `content-length` against the DATA received). gRPC (the gRPC HTTP/2
  * protocol doc): `POST` with `content-type: application/grpc[+proto]`, identity encoding only,
@@ -66,12 +66,7 @@ import {
   HpackDecoder,
   HpackError,
 } from "./hpack.ts";
-import {
-  type ByteConn,
-  type ByteListener,
-  listenTls,
-  type TlsListenOptions,
-} from "../tls/listener.ts";
+import type { ByteConn, ByteListener, TlsListenOptions } from "../tls/listener.ts";
 
 /** Options of {@linkcode GrpcServer}: the methods, then message and HTTP/2 limits. */
 export interface H2ServerOptions {
@@ -1361,8 +1356,14 @@ export class GrpcServer {
   ): Promise<number> {
     const host = hostname.replace(/^\[(.*)\]$/, "$1");
     // TLS (ALPN h2) through the generic TLS listener; its connections have the Deno.Conn shape.
+    // Loaded only when TLS is on: a plain-text agent never holds that module in memory.
     this.#listener = tls
-      ? await listenTls({ ...tls, hostname: host, port, alpn: ["h2"] })
+      ? await (await import("../tls/listener.ts")).listenTls({
+        ...tls,
+        hostname: host,
+        port,
+        alpn: ["h2"],
+      })
       : Deno.listen({ hostname: host, port });
     this.#accepting = this.#acceptLoop(this.#listener);
     // One timer for every connection's keepalive and preface deadline.

@@ -6,15 +6,15 @@
  * - `h2_server.ts`: connections and streams (RFC 9113: preface, SETTINGS, every frame type, the
  *   stream state machine of §5.1 with closed streams remembered by how they closed, flow control
  *   both ways, keepalive PINGs, limits and flood budgets) and `GrpcServer`, the listener;
- * - `h2_fields.ts`: when a request's header list is malformed (RFC 9113 §8.1–§8.3);
+ * - `h2_fields.ts`: when a request's header list is malformed (RFC 9113 §8.1-§8.3);
  * - `hpack.ts`: HPACK (RFC 7541), a full decoder and a static-table encoder;
  * - `call.ts`: gRPC calls and methods, status codes, `grpc-message` encoding, message framing.
  *
  * Errors follow RFC 9113 exactly: a stream error is a RST_STREAM with its code and the connection
  * goes on; a connection error is a GOAWAY with its code (and the last stream id), then close. The
- * conformance table — every MUST / MUST NOT of RFC 9113 §3–§8 and RFC 7541 a server is subject
+ * conformance table - every MUST / MUST NOT of RFC 9113 §3-§8 and RFC 7541 a server is subject
  * to, what the server answers, and the test that proves it (`tests/grpc/h2_conformance_test.ts`,
- * one test per rule) — is in `docs/grpc-transport.md`, with the limits, the independent peers the
+ * one test per rule) - is in `docs/grpc-transport.md`, with the limits, the independent peers the
  * tests run (python3-h2, nghttp, h2load, grpc-js) and the load figures.
  *
  * Limits (each tested): preface within 5 s; 2048 connections; 100 concurrent streams per

@@ -1,6 +1,6 @@
 /**
  * External public-IP lookup for NAT'd hosts: asks the configured services in order (5 s timeout
- * each) and caches the answer, re-asking at most every 30 minutes — never on every heartbeat.
+ * each) and caches the answer, re-asking at most every 30 minutes - never on every heartbeat.
  *
  * @example
  * ```ts

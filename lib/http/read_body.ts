@@ -1,6 +1,6 @@
 /**
  * Reads a byte stream into memory with a size cap, giving up (and cancelling the stream) as soon
- * as the cap is passed — used for API responses and request bodies alike, so neither a huge
+ * as the cap is passed - used for API responses and request bodies alike, so neither a huge
  * answer nor a huge upload is ever buffered whole.
  *
  * @example

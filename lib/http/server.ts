@@ -1,7 +1,7 @@
 /**
  * The agent's HTTP port (`--metrics-port`): `/metrics`, `/healthz`, `/readyz`, `/status`, and the
  * routes features mount (e.g. `POST /ports/allocate`). Unknown paths answer 404 and wrong methods
- * 405, both as JSON `{"error": …}`. The server only reads state that others maintain.
+ * 405, both as JSON `{"error": ...}`. The server only reads state that others maintain.
  *
  * With a web config file ({@linkcode WebConfig}) the port serves TLS, asks for HTTP Basic
  * credentials on every path except `/healthz` (a liveness probe that reveals nothing but "ok"),
@@ -23,7 +23,7 @@ import { type Http1Limits, serveHttp1 } from "./http1.ts";
 import type { Logger } from "../core/log.ts";
 import type { AgentMetrics } from "../core/metrics.ts";
 import type { StatusBoard } from "../status/board.ts";
-import { type ByteListener, listenTls } from "../tls/listener.ts";
+import type { ByteListener } from "../tls/listener.ts";
 import type { WebConfig } from "./web_config.ts";
 
 /** Options of {@linkcode startHttpServer}. */
@@ -161,6 +161,8 @@ export async function listenWebTls(
   log: Logger,
 ): Promise<ByteListener | undefined> {
   if (!web?.tls) return undefined;
+  // Loaded only for TLS: a plain-text agent never holds that module in memory.
+  const { listenTls } = await import("../tls/listener.ts");
   return await listenTls({
     hostname,
     port,

@@ -54,7 +54,7 @@ export class WebConfigError extends Error {
 /** The parsed, validated file. */
 export interface WebSettings {
   tls: TlsFilePaths | undefined;
-  /** username → bcrypt hash; empty: no authentication. */
+  /** username -> bcrypt hash; empty: no authentication. */
   users: Map<string, string>;
   /** Extra response headers. */
   headers: [string, string][];
@@ -307,7 +307,7 @@ export interface WebConfigOptions {
   onReload?: (ok: boolean, at: Date) => void;
 }
 
-/** Cached bcrypt verdicts: checking a hash costs ~50–100 ms, scrapes come every few seconds. */
+/** Cached bcrypt verdicts: checking a hash costs ~50-100 ms, scrapes come every few seconds. */
 const CACHE_LIMIT = 256;
 
 /** The live web configuration of the metrics port. */

@@ -1,5 +1,5 @@
 /**
- * `POST /ports/allocate` on the metrics port: `{"count": n}` (1–100) → `{"ports": [...]}`.
+ * `POST /ports/allocate` on the metrics port: `{"count": n}` (1-100) -> `{"ports": [...]}`.
  *
  * Every error is JSON `{"error": "..."}`: 401 without the bearer token (when
  * `--allocate-token` is set), 503 when port scanning is disabled, 400 for a wrong content type,
@@ -11,7 +11,7 @@
  * ```ts
  * import { createAllocateRoute } from "./allocate_route.ts";
  * // const route = createAllocateRoute({ allocator, token: undefined, metrics, log });
- * // route.path === "/ports/allocate"; route.methods → ["POST"]
+ * // route.path === "/ports/allocate"; route.methods -> ["POST"]
  * ```
  *
  * @module

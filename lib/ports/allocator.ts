@@ -65,7 +65,7 @@ export class PortAllocator {
   readonly #now: () => number;
   readonly #bindTest: (port: number) => boolean;
   readonly #onReservations: (count: number) => void;
-  /** port → expiry, ms since the epoch. */
+  /** port -> expiry, ms since the epoch. */
   readonly #reserved = new Map<number, number>();
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;

@@ -32,7 +32,7 @@ export class SsError extends Error {
 const decoder = new TextDecoder();
 
 /**
- * Runs `ss` and parses its output into port → process name (undefined when `ss` could not see
+ * Runs `ss` and parses its output into port -> process name (undefined when `ss` could not see
  * the owner, e.g. when the agent is not root).
  *
  * @throws {SsError} when `ss` is missing, not permitted, times out or exits non-zero

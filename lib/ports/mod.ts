@@ -5,7 +5,7 @@
  * holds `/readyz` at 503 until the first scan is done.
  *
  * Pieces: `ss.ts` (pure `ss` parser and categories), `listeners.ts` (runs `ss`), `scanner.ts`
- * (exact bind test over a range, in parallel workers), `port_scan.ts` (one scan → metrics),
+ * (exact bind test over a range, in parallel workers), `port_scan.ts` (one scan -> metrics),
  * `allocator.ts` (allocation with reservations), `allocate_route.ts` (the HTTP route).
  *
  * May import: `core`, `http` (the JSON response and the capped body reader of its route). It serves
@@ -15,7 +15,7 @@
  * ```ts
  * import { startPorts } from "./ports/mod.ts";
  * // const feature = startPorts(ctx);
- * // feature.routes → [POST /ports/allocate]; feature.ready?.() → "first port scan not finished"
+ * // feature.routes -> [POST /ports/allocate]; feature.ready?.() -> "first port scan not finished"
  * // await feature.stop();
  * ```
  *

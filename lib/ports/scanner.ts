@@ -3,20 +3,20 @@
  * `0.0.0.0:<port>` with `SO_REUSEADDR`, exactly what Rust's `TcpListener::bind` (the old agent)
  * and `Deno.listen` do. The kernel's own answer is the only exact one: a socket that is bound but
  * neither listening nor connected blocks the port and is invisible to `ss` before iproute2 6.7 /
- * Linux 6.7, so no port is skipped on `ss`'s word — every port is bind-tested.
+ * Linux 6.7, so no port is skipped on `ss`'s word - every port is bind-tested.
  *
  * Speed comes from spreading those bind tests over the calling thread plus Web Workers (one per
  * CPU beyond the first, at most 4). Workers need no permission beyond the `--allow-net` the agent already has.
  * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls (`socket`, `setsockopt`,
  * `bind`, `listen`, `getsockname`, two `fcntl`, `epoll_ctl` add and delete, `close`) against the
- * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ≈ 3× the C loop's time per port on
+ * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ~ 3× the C loop's time per port on
  * one thread (measured on a 2-core VM, where system calls are dear), so even two threads that
  * scale perfectly stay above 1.5× the C loop, and a second thread helps only when a core is free.
- * Workers live for one scan only (~5–9 MB while they run); the agent's
+ * Workers live for one scan only (~5-9 MB while they run); the agent's
  * `--no-memory-pool-share-memory-on-teardown` V8 flag makes that memory go back to the system when
  * the worker ends, where V8 would otherwise keep it for ~15 s. The calling thread does a share of the work instead of a further worker; it yields to
  * the event loop every 10 ms and lets sockets be polled every 50 ms, so HTTP and xDS are still
- * served during a scan. Small ranges are tested inline, where starting workers (≈ 30 ms) would
+ * served during a scan. Small ranges are tested inline, where starting workers (~ 30 ms) would
  * cost more than it saves.
  *
  * @example
@@ -40,7 +40,7 @@ export interface PortRange {
 
 /** The outcome of scanning a range. */
 export interface Availability {
-  /** Ports in the range (end − start + 1). */
+  /** Ports in the range (end - start + 1). */
   total: number;
   /** Ports where the bind test succeeded. */
   available: number;
@@ -133,9 +133,9 @@ const IO_SLICE_MS = 50;
 /**
  * Paces the bind tests of the calling thread. Deno runs `setImmediate` callbacks (and with them
  * timers and worker replies) without polling sockets, so a scan that yielded only through them
- * would answer no request until it ends; `setTimeout(0)` polls them but costs ≈ 2 ms of timer
+ * would answer no request until it ends; `setTimeout(0)` polls them but costs ~ 2 ms of timer
  * granularity. So: a cheap yield every {@linkcode SLICE_MS}, a timeout every
- * {@linkcode IO_SLICE_MS} (≈ 4 % of the thread). `tests/ports/scanner_test.ts` checks that
+ * {@linkcode IO_SLICE_MS} (~ 4 % of the thread). `tests/ports/scanner_test.ts` checks that
  * requests are answered while a scan runs.
  */
 class Pacer {
@@ -169,7 +169,7 @@ export class BindScanner {
   constructor(opts: BindScannerOptions = {}) {
     const cpus = Math.max(1, navigator.hardwareConcurrency || 1);
     // This thread scans too (in slices between event-loop turns), so one CPU needs no worker:
-    // a worker costs memory (~5–9 MB while it runs) and is no faster without a free core.
+    // a worker costs memory (~5-9 MB while it runs) and is no faster without a free core.
     this.#workers = Math.max(0, Math.floor(opts.workers ?? Math.min(4, cpus - 1)));
     this.#inlineBelow = opts.inlineBelow ?? 2048;
     this.#chunk = Math.max(1, Math.floor(opts.chunk ?? 1024));

@@ -1,5 +1,5 @@
 /**
- * Pure parser of `ss -tulnp` / `ss -tlnp` output and the process-name → category mapping of
+ * Pure parser of `ss -tulnp` / `ss -tlnp` output and the process-name -> category mapping of
  * contract D4. No I/O: {@linkcode readListeningPorts} in `listeners.ts` runs `ss` and calls this.
  *
  * What a line looks like (with the `Netid` column of `-u`, and without it):
@@ -31,7 +31,7 @@ import { PORT_SOURCES, type PortSource } from "../core/metrics.ts";
 export interface SsListener {
   /** Local address as printed, without the port: `0.0.0.0`, `[::]`, `*`, `127.0.0.1%lo`. */
   address: string;
-  /** Local port, 1–65535. */
+  /** Local port, 1-65535. */
   port: number;
   /** Name of the first process owning the socket; undefined when `ss` showed none. */
   process?: string;

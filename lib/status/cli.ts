@@ -3,8 +3,8 @@
  * running agent and prints a compact, aligned summary (colour on a TTY). Without `--addr` it asks
  * where the agent recorded it listens (`listen.json` in the state dir, see `listen.ts`), then
  * `AGENT_METRICS_ADDR`/`AGENT_METRICS_PORT`, then 127.0.0.1:9102. Exit code 0 when healthy, 1 when unhealthy
- * (not registered, last heartbeat failed, a node NACKing…), 3 when the agent cannot be reached,
- * 2 for bad arguments — usable in scripts and as a container health check.
+ * (not registered, last heartbeat failed, a node NACKing...), 3 when the agent cannot be reached,
+ * 2 for bad arguments - usable in scripts and as a container health check.
  *
  * @example
  * ```ts
@@ -52,7 +52,7 @@ export function renderStatus(status: Obj, color: boolean, now = Date.now()): str
 
   rows.push([
     "VPS",
-    `${a.vps_id ?? "—"} (${
+    `${a.vps_id ?? "\u2014"} (${
       a.registration === "registered"
         ? green("registered")
         : red(String(a.registration ?? "unknown"))
@@ -96,7 +96,7 @@ export function renderStatus(status: Obj, color: boolean, now = Date.now()): str
     for (const f of files) {
       rows.push([
         "static sync",
-        `${f.path} → ${f.node_id}: ${f.routes} routes, ` +
+        `${f.path} \u2192 ${f.node_id}: ${f.routes} routes, ` +
         (f.error ? red(`error: ${f.error}`) : `synced ${ago(f.last_sync_at, now)}`),
       ]);
     }
@@ -109,11 +109,11 @@ export function renderStatus(status: Obj, color: boolean, now = Date.now()): str
     if (nodes.length === 0) rows.push(["xDS", `${x.address ?? ""} no nodes yet`]);
     for (const n of nodes) {
       const ack = obj(n.last_acked);
-      const acked = (t: string) => String(obj(ack[t]).version ?? "—");
+      const acked = (t: string) => String(obj(ack[t]).version ?? "\u2014");
       const nack = obj(n.last_nack);
       rows.push([
         "xDS",
-        `${n.node_id} v${n.snapshot_version ?? "—"}: ${
+        `${n.node_id} v${n.snapshot_version ?? "\u2014"}: ${
           n.connected_streams ?? 0
         } streams, acked cds ${acked("cds")} lds ${acked("lds")}` +
         (n.nacking ? ` ${red(`NACK: ${nack.error ?? ""}`)}` : ""),
@@ -122,7 +122,7 @@ export function renderStatus(status: Obj, color: boolean, now = Date.now()): str
   }
 
   const width = Math.max(...rows.map(([k]) => k.length));
-  const title = `sigma-agent ${a.version ?? "?"} on ${a.hostname ?? "?"} — ${
+  const title = `sigma-agent ${a.version ?? "?"} on ${a.hostname ?? "?"} \u2014 ${
     healthy ? green("HEALTHY") : red("UNHEALTHY")
   }`;
   const lines = [title, ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`)];

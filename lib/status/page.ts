@@ -1,13 +1,13 @@
 /**
  * The HTML status page served at `/`: one self-contained document (inline CSS and script, no
- * external assets) that fetches `/status` every few seconds and renders it for a person — the
+ * external assets) that fetches `/status` every few seconds and renders it for a person - the
  * health verdict, registration and heartbeat, a port-usage bar by source, static sync per file,
  * and per-node xDS state with NACKing nodes marked. Times are shown as "12 s ago".
  *
  * @example
  * ```ts
  * import { statusPageRoute } from "./page.ts";
- * // mounted by main.ts on the metrics port: GET / → text/html
+ * // mounted by main.ts on the metrics port: GET / -> text/html
  * const route = statusPageRoute();
  * ```
  *
@@ -47,8 +47,8 @@ ul.problems{margin:6px 0 0;padding-left:20px;color:var(--bad)}
 </head>
 <body>
 <main>
-<h1>sigma-agent <span id="health" class="badge warn">loading…</span></h1>
-<div class="sub" id="subtitle">fetching /status…</div>
+<h1>sigma-agent <span id="health" class="badge warn">loading\u2026</span></h1>
+<div class="sub" id="subtitle">fetching /status\u2026</div>
 <ul class="problems" id="problems"></ul>
 <section id="agent"><h2>Agent</h2><div class="kv" id="agent-kv"></div></section>
 <section id="ports"><h2>Ports</h2><div id="ports-body"></div></section>
@@ -67,10 +67,10 @@ function kv(rows){return rows.map(([k,v])=>"<div>"+esc(k)+"</div><div>"+v+"</div
 function badge(ok,yes,no){return '<span class="badge '+(ok?"ok":"bad")+'">'+esc(ok?yes:no)+"</span>";}
 function renderAgent(a){if(!a){$("agent-kv").innerHTML="";return;}
 const hb=a.last_heartbeat;const ips=(a.ip_addresses||[]).map((e)=>esc(e.ip)+(e.label?" <span class=sub>("+esc(e.label)+")</span>":"")).join(", ")||"none";
-$("agent-kv").innerHTML=kv([["version",esc(a.version)],["hostname",esc(a.hostname)],["VPS id","<code>"+esc(a.vps_id||"—")+"</code>"],
+$("agent-kv").innerHTML=kv([["version",esc(a.version)],["hostname",esc(a.hostname)],["VPS id","<code>"+esc(a.vps_id||"\u2014")+"</code>"],
 ["registration",badge(a.registration==="registered",a.registration,a.registration)],
 ["last heartbeat",hb?(hb.ok?"ok, ":'<span class="err">failed: '+esc(hb.error)+"</span>, ")+ago(hb.at):"none yet"],
-["next attempt",a.next_attempt_at?esc(new Date(a.next_attempt_at).toLocaleTimeString()):"—"],["IPs",ips]]);}
+["next attempt",a.next_attempt_at?esc(new Date(a.next_attempt_at).toLocaleTimeString()):"\u2014"],["IPs",ips]]);}
 function renderPorts(p){const el=$("ports-body");if(!p||p.enabled===false){el.innerHTML='<div class="sub">port scanning disabled</div>';return;}
 const total=p.total||0,used=p.used_by_source||{};const parts=Object.entries(used).filter(([,n])=>n>0);const sum=parts.reduce((a,[,n])=>a+n,0);
 let bar="";for(const [src,n] of parts){bar+='<span title="'+esc(src)+": "+n+'" style="width:'+(100*n/sum)+"%;background:"+(COLORS[src]||"#888")+'"></span>';}
@@ -84,7 +84,7 @@ const files=s.files||[];if(!files.length){el.innerHTML='<div class="sub">no file
 el.innerHTML="<table><tr><th>file</th><th>node</th><th>routes</th><th>last sync</th><th class=hide-sm>error</th></tr>"+files.map((f)=>"<tr><td><code>"+esc(f.path)+"</code></td><td>"+esc(f.node_id)+"</td><td>"+esc(f.routes)+"</td><td>"+ago(f.last_sync_at)+'</td><td class="hide-sm err">'+esc(f.error||"")+"</td></tr>").join("")+"</table>";}
 function renderXds(x){const el=$("xds-body");if(!x||x.enabled===false){el.innerHTML='<div class="sub">xDS disabled</div>';return;}
 const nodes=x.nodes||[];el.innerHTML=(x.address?'<div class="sub">listening on '+esc(x.address)+"</div>":"")+(nodes.length?"<table><tr><th>node</th><th>streams</th><th>version</th><th>ACKed (cds / lds)</th><th>last push</th><th>state</th></tr>"+nodes.map((n)=>{
-const ack=n.last_acked||{};const av=(t)=>ack[t]&&ack[t].version!=null?ack[t].version:"—";const nack=n.last_nack;return '<tr class="'+(n.nacking?"nack":"")+'" data-node="'+esc(n.node_id)+'"><td>'+esc(n.node_id)+"</td><td>"+esc(n.connected_streams)+"</td><td>"+esc(n.snapshot_version??"—")+"</td><td>"+esc(av("cds"))+" / "+esc(av("lds"))+"</td><td>"+ago(n.last_push_at)+"</td><td>"+
+const ack=n.last_acked||{};const av=(t)=>ack[t]&&ack[t].version!=null?ack[t].version:"\u2014";const nack=n.last_nack;return '<tr class="'+(n.nacking?"nack":"")+'" data-node="'+esc(n.node_id)+'"><td>'+esc(n.node_id)+"</td><td>"+esc(n.connected_streams)+"</td><td>"+esc(n.snapshot_version??"\u2014")+"</td><td>"+esc(av("cds"))+" / "+esc(av("lds"))+"</td><td>"+ago(n.last_push_at)+"</td><td>"+
 (n.nacking?'<span class="badge bad">NACK</span> <span class="err">'+esc(nack&&nack.error)+"</span> "+(nack?ago(nack.at):""):'<span class="badge ok">ok</span>')+"</td></tr>";}).join("")+"</table>":'<div class="sub">no Envoy nodes for this VPS yet</div>');}
 async function refresh(){try{const r=await fetch("/status",{cache:"no-store"});const s=await r.json();const h=s.health||{healthy:false,problems:["no health verdict"]};
 $("health").className="badge "+(h.healthy?"ok":"bad");$("health").textContent=h.healthy?"healthy":"unhealthy";

@@ -94,7 +94,7 @@ export interface TlsListenOptions {
   alpn: string[];
   /** The current settings; called once per accepted TCP connection, so keep it cheap. */
   settings: () => TlsSettings;
-  /** A client failed the handshake (no or wrong certificate, old TLS version…). */
+  /** A client failed the handshake (no or wrong certificate, old TLS version...). */
   onClientError?: (message: string, remote: string) => void;
   /** Time a client has to finish the handshake (default 10 s). */
   handshakeTimeoutMs?: number;
@@ -283,7 +283,7 @@ export async function listenTls(opts: TlsListenOptions): Promise<ByteListener> {
       resolve();
     });
   });
-  server.on("error", () => {}); // accept errors (EMFILE…) must not crash the process
+  server.on("error", () => {}); // accept errors (EMFILE...) must not crash the process
   const a = server.address() as net.AddressInfo;
   const addr: Deno.NetAddr = { transport: "tcp", hostname: a.address, port: a.port };
 

@@ -1,5 +1,5 @@
 /**
- * Envoy bootstrap generation: options → the YAML an Envoy needs to connect to this agent's ADS
+ * Envoy bootstrap generation: options -> the YAML an Envoy needs to connect to this agent's ADS
  * (xDS) server, so operators never hand-write one (like `consul connect envoy -bootstrap`).
  *
  * The output is plain data with no I/O; `sigma-agent envoy-bootstrap` prints it through
@@ -12,7 +12,7 @@
  * ```ts
  * import { envoyBootstrapYaml } from "./bootstrap.ts";
  * const yaml = envoyBootstrapYaml({ nodeId: "layer4-01", xdsPort: 18000 });
- * // yaml starts with a comment, then `node: { id: layer4-01, cluster: sigma }` …
+ * // yaml starts with a comment, then `node: { id: layer4-01, cluster: sigma }` ...
  * ```
  *
  * @module

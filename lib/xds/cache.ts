@@ -56,11 +56,11 @@ export function typeOfUrl(typeUrl: string): XdsType | undefined {
 /**
  * One serialized resource as the builders made it (`name`, `bytes`, ready-made `any`, content
  * `hash`), shared, never copied, by every stream that sends it. `hash` is the Delta
- * `Resource.version`: equal bytes ⇔ equal hash.
+ * `Resource.version`: equal bytes <=> equal hash.
  */
 export type XdsResource = BuiltResource;
 
-/** Listener name → the cluster names it forwards to (`undefined`: not known). */
+/** Listener name -> the cluster names it forwards to (`undefined`: not known). */
 export interface ListenerClusters {
   get(listener: string): readonly string[] | undefined;
 }
@@ -89,7 +89,7 @@ export interface SnapshotInput {
   version: string;
   clusters: readonly XdsResource[];
   listeners: readonly XdsResource[];
-  /** Listener name → cluster names it uses (see {@linkcode Snapshot.listenerClusters}). */
+  /** Listener name -> cluster names it uses (see {@linkcode Snapshot.listenerClusters}). */
   listenerClusters?: ListenerClusters;
 }
 

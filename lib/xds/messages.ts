@@ -89,7 +89,7 @@ const PROXY_PROTOCOL_SOCKETS: Readonly<Record<1 | 2, TransportSocket>> = {
 };
 
 /**
- * The upstream transport socket for a route's `proxy_protocol` (1 → v1, 2 → v2, with a
+ * The upstream transport socket for a route's `proxy_protocol` (1 -> v1, 2 -> v2, with a
  * raw_buffer socket inside), or `undefined` for 0. The returned message is shared: do not
  * mutate it.
  *

@@ -70,7 +70,7 @@ export const FOLLOW_UP_DELAY_MS = 250;
 /** Description sent when a stream's unknown node id is registered (as the seed did). */
 export const AUTO_REGISTER_DESCRIPTION = "Auto-registered by agent";
 
-/** Route rows → serialized clusters and listeners (the resource builders of `resources.ts`). */
+/** Route rows -> serialized clusters and listeners (the resource builders of `resources.ts`). */
 export type SnapshotBuilder = (routes: readonly EnvoyRoute[]) => BuiltResources;
 
 /** The API calls the poller makes. */

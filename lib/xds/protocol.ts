@@ -12,7 +12,7 @@
  *   changes it;
  * - nothing is sent before the node's snapshot is known (never an empty set by default);
  * - clusters go first: a CDS push precedes the LDS push of the same change, and while it is in
- *   flight LDS waits for its ACK (or NACK), at most `cdsAckTimeoutMs` — unless every cluster the
+ *   flight LDS waits for its ACK (or NACK), at most `cdsAckTimeoutMs` - unless every cluster the
  *   new listeners use is one the client already confirmed (then no listener can point at a missing
  *   cluster and there is nothing to wait for); clusters that left the snapshot stay in CDS until
  *   the LDS that stopped using them has been ACKed ("make before break"), and a short grace after
@@ -168,7 +168,7 @@ interface TypeState {
   sentOnce: boolean;
   /** SotW: the latest nonce sent for this type (`""` before the first response). */
   lastNonce: string;
-  /** Responses awaiting ACK/NACK: nonce → version label and send time. */
+  /** Responses awaiting ACK/NACK: nonce -> version label and send time. */
   pending: Map<string, Pending>;
   /**
    * Names the client has confirmed holding (ACKed, or reported in `initial_resource_versions`).

@@ -3,7 +3,7 @@
  * `envoy.config.cluster.v3.Cluster` and one `envoy.config.listener.v3.Listener` per route.
  *
  * Everything built here is valid by construction: a route Envoy would reject (no backend, a
- * port out of range, `static` with a hostname, a connect timeout ≤ 0, an unknown PROXY protocol
+ * port out of range, `static` with a hostname, a connect timeout <= 0, an unknown PROXY protocol
  * version, a second route on a listen port or name already taken) is returned in `skipped` with
  * a reason instead, because one bad resource gets the whole CDS/LDS update NACKed.
  *
@@ -79,7 +79,7 @@ export interface BuiltResource {
   readonly any: Any;
   /**
    * Content hash (hex SHA-256 of `typeUrl` and `bytes`): the per-resource version for Delta xDS
-   * (`Resource.version`, compared with `initial_resource_versions`). Equal content ⇒ equal hash,
+   * (`Resource.version`, compared with `initial_resource_versions`). Equal content => equal hash,
    * across nodes, snapshots and restarts.
    */
   readonly hash: string;
@@ -185,7 +185,7 @@ export function discoveryType(clusterType: string): Cluster_DiscoveryType {
 const DNS_NAME =
   /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
-/** The backend host as Envoy wants it: `[::1]` → `::1`, anything else unchanged. */
+/** The backend host as Envoy wants it: `[::1]` -> `::1`, anything else unchanged. */
 export function endpointHost(host: string): string {
   const m = /^\[(.*)\]$/.exec(host);
   return m && ipVersion(m[1]) === 6 ? m[1] : host;
@@ -333,7 +333,7 @@ export function resourceOf(name: string, typeUrl: string, bytes: Uint8Array): Bu
   return new OtherResource(name, typeUrl, bytes);
 }
 
-// ─── Direct encoding ───
+// --- Direct encoding ---
 // Building protobuf-es messages and walking them with `toBinary` costs ~30 µs per route and a lot
 // of short-lived garbage. The Cluster and Listener of a route have a fixed shape, so they are
 // written here directly, field by field, in the order and form `toBinary` uses (fields in number
@@ -433,8 +433,8 @@ function plan(route: EnvoyRoute): Plan {
     : undefined;
   const timeout = (seconds !== 0 ? 1 + varintSize(seconds) : 0) +
     (nanos !== 0 ? 1 + varintSize(nanos) : 0);
-  // SocketAddress{2 address, 3 port_value} → Address{1} → Endpoint{1} → LbEndpoint{1} →
-  // LocalityLbEndpoints{2} → ClusterLoadAssignment{1 cluster_name, 2 endpoints}.
+  // SocketAddress{2 address, 3 port_value} -> Address{1} -> Endpoint{1} -> LbEndpoint{1} ->
+  // LocalityLbEndpoints{2} -> ClusterLoadAssignment{1 cluster_name, 2 endpoints}.
   const backendSocket = textField(host) + 1 + varintSize(route.backend_port ?? 0);
   const locality = lenField(lenField(lenField(lenField(backendSocket))));
   const assignment = textField(cluster) + lenField(locality);

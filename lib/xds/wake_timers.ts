@@ -39,7 +39,7 @@ export class WakeTimers<K> {
   readonly #resolution: number;
   readonly #now: () => number;
   readonly #onError: (err: unknown) => void;
-  /** key → its slot's time */
+  /** key -> its slot's time */
   readonly #slotOf = new Map<K, number>();
   readonly #slots = new Map<number, Slot<K>>();
 
