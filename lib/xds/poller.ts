@@ -134,11 +134,11 @@ interface KnownNode {
   /** The API row id. */
   id: string;
   version: string;
-  /** `,fp,fp,…,`: {@linkcode routeFingerprint} of each route whose resources are in the snapshot. */
+  /** `,fp,fp,...,`: {@linkcode routeFingerprint} of each route whose resources are in the snapshot. */
   fingerprints: string;
   /** The node's persisted JSON, until a durable write has put it in the file. */
   pending: string | undefined;
-  /** Where the node's entry (`"<node id>":{…}`) is in the held file: byte offset and length. */
+  /** Where the node's entry (`"<node id>":{...}`) is in the held file: byte offset and length. */
   at: number;
   len: number;
 }
