@@ -5,19 +5,21 @@
  * neither listening nor connected blocks the port and is invisible to `ss` before iproute2 6.7 /
  * Linux 6.7, so no port is skipped on `ss`'s word - every port is bind-tested.
  *
- * Speed comes from spreading those bind tests over the calling thread plus Web Workers (one per
- * CPU beyond the first, at most 4). Workers need no permission beyond the `--allow-net` the agent already has.
  * Each bind test is a `Deno.listen` + `close`, i.e. ten system calls (`socket`, `setsockopt`,
  * `bind`, `listen`, `getsockname`, two `fcntl`, `epoll_ctl` add and delete, `close`) against the
- * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ~ 3× the C loop's time per port on
- * one thread (measured on a 2-core VM, where system calls are dear), so even two threads that
- * scale perfectly stay above 1.5× the C loop, and a second thread helps only when a core is free.
- * Workers live for one scan only (~5-9 MB while they run); the agent's
- * `--no-memory-pool-share-memory-on-teardown` V8 flag makes that memory go back to the system when
- * the worker ends, where V8 would otherwise keep it for ~15 s. The calling thread does a share of the work instead of a further worker; it yields to
- * the event loop every 10 ms and lets sockets be polled every 50 ms, so HTTP and xDS are still
- * served during a scan. Small ranges are tested inline, where starting workers (~ 30 ms) would
- * cost more than it saves.
+ * four of a C loop (`socket`, `setsockopt`, `bind`, `close`): ~ 3x the C loop's time per port on
+ * one thread (measured on a 2-core VM, where system calls are dear).
+ *
+ * By default the tests run on the calling thread, which yields to the event loop every 10 ms and
+ * lets sockets be polled every 50 ms, so HTTP and xDS are still served during a scan. Web Workers
+ * (`workers`, opt-in) split a large range with the calling thread: on 2 cores a 20,001-port scan
+ * takes ~1.7x the C loop instead of ~2.8x, but an agent that has started a worker once idles ~2 MB
+ * higher for good (the executable's pages a new isolate touches stay resident), so memory on the
+ * smallest VPSes wins the default. Even two bare threads stay above 1.5x the C loop
+ * (`deno task bench:ports` measures that floor). A worker lives for one scan only; the agent's
+ * `--no-memory-pool-share-memory-on-teardown` V8 flag makes its heap go back to the system when it
+ * ends, where V8 would otherwise keep it for ~15 s. Small ranges are always tested inline, where
+ * starting workers (~ 30 ms) would cost more than it saves.
  *
  * @example
  * ```ts
@@ -116,7 +118,7 @@ function workerUrl(): string {
 
 /** Options of {@linkcode BindScanner}. */
 export interface BindScannerOptions {
-  /** Parallel workers besides the calling thread; default one per CPU beyond the first, at most 4. `0` scans inline. */
+  /** Parallel workers besides the calling thread (default 0: inline; see the module doc). */
   workers?: number;
   /** Ranges smaller than this are scanned inline (default 2048 ports). */
   inlineBelow?: number;
@@ -167,10 +169,9 @@ export class BindScanner {
   #workerFailure: string | undefined;
 
   constructor(opts: BindScannerOptions = {}) {
-    const cpus = Math.max(1, navigator.hardwareConcurrency || 1);
-    // This thread scans too (in slices between event-loop turns), so one CPU needs no worker:
-    // a worker costs memory (~5-9 MB while it runs) and is no faster without a free core.
-    this.#workers = Math.max(0, Math.floor(opts.workers ?? Math.min(4, cpus - 1)));
+    // Inline by default: a worker makes a scan faster only with a free core, and the first one
+    // leaves ~2 MB of the executable resident for the life of the agent (see the module doc).
+    this.#workers = Math.max(0, Math.floor(opts.workers ?? 0));
     this.#inlineBelow = opts.inlineBelow ?? 2048;
     this.#chunk = Math.max(1, Math.floor(opts.chunk ?? 1024));
   }

@@ -183,13 +183,13 @@ Deno.test("ports: the agent's shutdown signal ends the loop; stop() is prompt", 
   assert.ok(Date.now() - started < 2000);
 });
 
-Deno.test("ports: a scan over the default-sized range uses the worker path", async () => {
+Deno.test("ports: a scan over the default-sized range runs inline (workers are opt-in: they cost idle memory)", async () => {
   const t = portsContext(["--port-scan", "--port-scan-range", "20000-31999"]);
   const feature = startPorts(t.ctx);
   try {
     await waitFor(() => feature.ready?.() === undefined, { timeoutMs: 30_000 });
     const status = t.ctx.board.snapshot().ports as Record<string, unknown>;
-    assert.equal(status.scan_method, "workers");
+    assert.equal(status.scan_method, "inline");
     assert.equal(status.total, 12000);
   } finally {
     await feature.stop();

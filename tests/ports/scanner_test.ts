@@ -171,9 +171,11 @@ Deno.test("scanner: a full scan cycle works inside the agent's own permission fl
     `import { silentLogger } from "${root}lib/core/log.ts";
      import { createMetrics } from "${root}lib/core/metrics.ts";
      import { PortScan } from "${root}lib/ports/port_scan.ts";
+     import { BindScanner } from "${root}lib/ports/scanner.ts";
      const scan = new PortScan({ range: { start: 20000, end: 23999 }, metrics: createMetrics("h", "0"), log: silentLogger });
      const r = await scan.run();
-     console.log(JSON.stringify({ method: r.method, attribution: r.attribution, error: r.attributionError, total: r.total }));`,
+     const w = await new BindScanner({ workers: 1 }).scan({ start: 20000, end: 23999 });
+     console.log(JSON.stringify({ method: r.method, attribution: r.attribution, error: r.attributionError, total: r.total, opted: w.method, same: w.available === r.available }));`,
   );
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
@@ -192,7 +194,14 @@ Deno.test("scanner: a full scan cycle works inside the agent's own permission fl
   await Deno.remove(file);
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, text);
-  assert.deepEqual(JSON.parse(text), { method: "workers", attribution: "ss", total: 4000 });
+  // The default scan runs inline; the opt-in worker path works under the same flags too.
+  assert.deepEqual(JSON.parse(text), {
+    method: "inline",
+    attribution: "ss",
+    total: 4000,
+    opted: "workers",
+    same: true,
+  });
 });
 
 Deno.test("scanner: a scan worker's memory goes back to the system when it ends, under the agent's flags", async () => {
