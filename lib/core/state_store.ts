@@ -138,12 +138,6 @@ export class StateStore {
       }
       await flush();
       await file.sync();
-    } catch (e) {
-      file.close();
-      await Deno.remove(tmp).catch(() => {});
-      throw e;
-    }
-    try {
       await Deno.rename(tmp, final);
     } catch (e) {
       file.close();

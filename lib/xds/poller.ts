@@ -143,6 +143,11 @@ interface KnownNode {
   len: number;
 }
 
+/** A route's persisted JSON: the fields of {@linkcode PERSISTED_FIELDS}, in that order. */
+function persistedText(route: EnvoyRoute): string {
+  return JSON.stringify(route, PERSISTED_FIELDS as string[]);
+}
+
 /**
  * A 64-bit fingerprint of a route's persisted JSON, as text: two independent 32-bit lanes
  * (FNV-1a and a multiply-xorshift), each finished with an avalanche. It stands for the text in the
@@ -444,14 +449,14 @@ export class SnapshotPoller {
     // Each route's persisted JSON, made once: the node's JSON is made of it, and the reuse lookup
     // and the kept fingerprints are taken from it (the same text as JSON.stringify(src,
     // PERSISTED_FIELDS)).
-    const texts = src.routes.map((r) => JSON.stringify(r, PERSISTED_FIELDS as string[]));
+    const texts = src.routes.map(persistedText);
     const prints = texts.map(routeFingerprint);
     const printOf = new Map(src.routes.map((r, i) => [r, prints[i]]));
     const built = this.#o.build ? this.#o.build(src.routes) : buildResources(
       src.routes,
       this.#reuse(
         nodeId,
-        (r) => printOf.get(r) ?? routeFingerprint(JSON.stringify(r, PERSISTED_FIELDS as string[])),
+        (r) => printOf.get(r) ?? routeFingerprint(persistedText(r)),
       ),
     );
     for (const s of built.skipped) {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { SigmaClient } from "../../lib/api/client.ts";
 import { DevApi } from "../../lib/api/dev_server.ts";
-import { createLogger } from "../../lib/core/log.ts";
+import { createLogger, type Logger } from "../../lib/core/log.ts";
 import { createMetrics } from "../../lib/core/metrics.ts";
 import { type DocumentParts, StateStore } from "../../lib/core/state_store.ts";
 import { SnapshotCache } from "../../lib/xds/cache.ts";
@@ -46,6 +46,7 @@ function poller(
     api?: PollerApi;
     cache?: SnapshotCache;
     intervalMs?: number;
+    log?: Logger;
   } = {},
 ) {
   const client = new SigmaClient({ baseUrl: dev.url, apiKey: undefined, timeoutMs: 5000 });
@@ -55,7 +56,7 @@ function poller(
     api: extra.api ?? client,
     cache,
     store,
-    log: createLogger({ write: () => {} }),
+    log: extra.log ?? createLogger({ write: () => {} }),
     metrics: createMetrics("t", "0"),
     vpsId: () => vpsId,
     vpsIdReady: Promise.resolve(vpsId),
@@ -420,17 +421,8 @@ Deno.test("poller: a snapshot file cut short by something else is rewritten from
   const { dev, vpsId, rows } = await fleet(6, 2);
   const dir = await Deno.makeTempDir();
   const warnings: string[] = [];
-  const client = new SigmaClient({ baseUrl: dev.url, apiKey: undefined });
-  const cache = new SnapshotCache();
-  const p = new SnapshotPoller({
-    api: client,
-    cache,
-    store: new StateStore(dir),
+  const { poller: p, cache } = poller(dev, vpsId, new StateStore(dir), {
     log: createLogger({ write: (line) => warnings.push(line) }),
-    vpsId: () => vpsId,
-    vpsIdReady: Promise.resolve(vpsId),
-    intervalMs: 3_600_000,
-    signal: new AbortController().signal,
   });
   try {
     assert.equal((await p.pollOnce()).rebuilt, 6);
